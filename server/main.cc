@@ -1,0 +1,90 @@
+// authtraild: the authtrail server. With no flags it keeps its data in
+// ./authtrail-data and listens on 127.0.0.1:50151.
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "services/log.h"
+#include "services/server.h"
+
+namespace {
+
+std::string EnvOr(const char* name, std::string fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+// Blocks SIGTERM and SIGINT in every thread so that main can wait for them
+// with sigwait. REQUIRES: called before any thread starts.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  authtrail::services::ServerOptions options;
+  options.listen = EnvOr("AUTHTRAIL_LISTEN", options.listen);
+  options.store.data_dir = EnvOr("AUTHTRAIL_DATA_DIR", "authtrail-data");
+  std::string log_level = EnvOr("AUTHTRAIL_LOG_LEVEL", "info");
+  int stall_minutes = 30;
+  int grace_seconds = 10;
+
+  CLI::App app{"authtraild: the audit trail of patients' authorization "
+               "attempts, served over gRPC."};
+  app.add_option("--listen", options.listen,
+                 "HOST:PORT to serve on (env AUTHTRAIL_LISTEN)")
+      ->capture_default_str();
+  app.add_option("--data_dir", options.store.data_dir,
+                 "RocksDB data folder, created when missing "
+                 "(env AUTHTRAIL_DATA_DIR)")
+      ->capture_default_str();
+  app.add_option("--stall_window_minutes", stall_minutes,
+                 "an attempt silent this long is abandoned")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 7 * 24 * 60));
+  app.add_option("--shutdown_grace_seconds", grace_seconds,
+                 "how long SIGTERM waits for in-flight calls")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 600));
+  app.add_option("--log_level", log_level,
+                 "trace, debug, info, warn, error (env AUTHTRAIL_LOG_LEVEL)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!authtrail::services::InitLogging(log_level)) {
+    std::cerr << "--log_level: unknown level \"" << log_level << "\"\n";
+    return 2;
+  }
+  options.store.stall_window = absl::Minutes(stall_minutes);
+  options.shutdown_grace = absl::Seconds(grace_seconds);
+  sigset_t stop_signals = BlockStopSignals();
+
+  using authtrail::services::LogEvent;
+  LogEvent(spdlog::level::info, "starting",
+           {{"listen", options.listen}, {"data_dir", options.store.data_dir}});
+  auto server = authtrail::services::AuthTrailServer::Start(options);
+  if (!server.ok()) {
+    LogEvent(spdlog::level::critical, "start_failed",
+             {{"error", server.status().ToString()}});
+    return 1;
+  }
+  LogEvent(spdlog::level::info, "ready",
+           {{"listen", options.listen}, {"port", (*server)->port()},
+            {"head_position", (*server)->store()->HeadPosition()}});
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogEvent(spdlog::level::info, "shutting_down",
+           {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  (*server)->Shutdown();
+  LogEvent(spdlog::level::info, "stopped");
+  return 0;
+}

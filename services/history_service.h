@@ -1,0 +1,45 @@
+// AuthHistory: the dashboard's and support's reads. Each call is a few
+// point lookups or bounded index scans on a snapshot, done on the calling
+// thread without waiting for the writer.
+#ifndef AUTHTRAIL_SERVICES_HISTORY_SERVICE_H_
+#define AUTHTRAIL_SERVICES_HISTORY_SERVICE_H_
+
+#include "authtrail/v1/history.grpc.pb.h"
+#include "storage/event_store.h"
+
+namespace authtrail::services {
+
+class HistoryService final
+    : public authtrail::v1::AuthHistory::CallbackService {
+ public:
+  // `store` must outlive the service.
+  explicit HistoryService(const storage::EventStore* store) : store_(store) {}
+
+  grpc::ServerUnaryReactor* ListConnections(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::ListConnectionsRequest* request,
+      authtrail::v1::ListConnectionsResponse* response) override;
+  grpc::ServerUnaryReactor* GetConnection(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::GetConnectionRequest* request,
+      authtrail::v1::Connection* response) override;
+  grpc::ServerUnaryReactor* ListEvents(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::ListEventsRequest* request,
+      authtrail::v1::ListEventsResponse* response) override;
+  grpc::ServerUnaryReactor* GetFailureTimeline(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::GetFailureTimelineRequest* request,
+      authtrail::v1::GetFailureTimelineResponse* response) override;
+  grpc::ServerUnaryReactor* DiagnoseSession(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::DiagnoseSessionRequest* request,
+      authtrail::v1::SessionDiagnosis* response) override;
+
+ private:
+  const storage::EventStore* store_;
+};
+
+}  // namespace authtrail::services
+
+#endif  // AUTHTRAIL_SERVICES_HISTORY_SERVICE_H_

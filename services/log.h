@@ -1,0 +1,25 @@
+// Structured logging: every line is one JSON object with a timestamp, a
+// level, an event name and the event's fields. Lifecycle events are logged
+// at info; per-call detail only at debug. Patient ids, session ids and
+// error descriptions are never logged above debug.
+#ifndef AUTHTRAIL_SERVICES_LOG_H_
+#define AUTHTRAIL_SERVICES_LOG_H_
+
+#include <string_view>
+
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace authtrail::services {
+
+// Sets up the process logger on stderr. `level` is one of trace, debug,
+// info, warn, error, critical, off; false when it is none of them.
+bool InitLogging(std::string_view level);
+
+// Logs `event` with `fields` (a JSON object) at `level`.
+void LogEvent(spdlog::level::level_enum level, std::string_view event,
+              nlohmann::json fields = nlohmann::json::object());
+
+}  // namespace authtrail::services
+
+#endif  // AUTHTRAIL_SERVICES_LOG_H_

@@ -1,0 +1,63 @@
+// The authtrail server: the event store and the three gRPC services, with
+// the standard health and reflection services, on one listening port.
+#ifndef AUTHTRAIL_SERVICES_SERVER_H_
+#define AUTHTRAIL_SERVICES_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "storage/event_store.h"
+
+namespace authtrail::services {
+
+class IngestService;
+class HistoryService;
+class AdminService;
+
+struct ServerOptions {
+  // HOST:PORT; port 0 picks a free one (see AuthTrailServer::port()).
+  std::string listen = "127.0.0.1:50151";
+  storage::StoreOptions store;
+  // How long Shutdown waits for in-flight calls before cancelling them.
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  // Largest request accepted; above the batch limit so that a too-large
+  // batch gets a clear INVALID_ARGUMENT rather than a transport error.
+  int max_receive_bytes = 8 << 20;
+};
+
+class AuthTrailServer {
+ public:
+  // Opens the store, then starts serving; health reports SERVING once both
+  // are up.
+  static absl::StatusOr<std::unique_ptr<AuthTrailServer>> Start(
+      ServerOptions options);
+  ~AuthTrailServer();
+
+  // The port actually bound.
+  int port() const { return port_; }
+  storage::EventStore* store() { return store_.get(); }
+
+  // Reports NOT_SERVING, stops accepting, lets in-flight calls finish
+  // within the grace period, commits queued appends and closes the store.
+  // Idempotent.
+  void Shutdown();
+
+ private:
+  AuthTrailServer() = default;
+
+  ServerOptions options_;
+  std::unique_ptr<storage::EventStore> store_;
+  std::unique_ptr<IngestService> ingest_;
+  std::unique_ptr<HistoryService> history_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace authtrail::services
+
+#endif  // AUTHTRAIL_SERVICES_SERVER_H_

@@ -1,0 +1,46 @@
+#include "services/status_util.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+
+namespace authtrail::services {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+grpc::Status InvalidArgument(const std::vector<Violation>& violations) {
+  google::rpc::BadRequest bad_request;
+  std::string message;
+  for (const Violation& v : violations) {
+    auto* fv = bad_request.add_field_violations();
+    fv->set_field(v.field);
+    fv->set_description(v.description);
+    absl::StrAppend(&message, message.empty() ? "" : "; ", v.field, " ",
+                    v.description);
+  }
+  google::rpc::Status rich;
+  rich.set_code(grpc::StatusCode::INVALID_ARGUMENT);
+  rich.set_message(message);
+  rich.add_details()->PackFrom(bad_request);
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message,
+                      rich.SerializeAsString());
+}
+
+grpc::Status CheckAlive(grpc::CallbackServerContext* context) {
+  if (context->IsCancelled()) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled");
+  }
+  if (context->deadline() <= std::chrono::system_clock::now()) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "the deadline passed before work began");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace authtrail::services

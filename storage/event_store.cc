@@ -1,0 +1,596 @@
+// The write half of EventStore: opening the database and the group commit.
+#include "storage/event_store.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "authtrail/records/v1/records.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "rocksdb/table.h"
+#include "rocksdb/utilities/write_batch_with_index.h"
+#include "storage/keys.h"
+#include "storage/reducers.h"
+#include "storage/store_internal.h"
+
+namespace authtrail::storage {
+namespace {
+
+using authtrail::v1::AuthEvent;
+using authtrail::v1::RecordedEvent;
+
+constexpr size_t kMaxQueuedEvents = 64 * 1024;
+
+rocksdb::Options DatabaseOptions(const StoreOptions& options) {
+  rocksdb::Options db;
+  db.create_if_missing = true;
+  db.create_missing_column_families = true;
+  db.IncreaseParallelism(2);
+  db.max_background_jobs = 2;
+  db.bytes_per_sync = 1 << 20;
+  db.compression = rocksdb::kLZ4Compression;
+  return db;
+}
+
+rocksdb::ColumnFamilyOptions ColumnOptions(
+    const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions cf;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf.compression = rocksdb::kLZ4Compression;
+  return cf;
+}
+
+// Reads the stored format version, writing ours into a new database.
+absl::Status CheckFormatVersion(rocksdb::DB* db,
+                                rocksdb::ColumnFamilyHandle* meta) {
+  std::string value;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), meta,
+                              kFormatVersionKey, &value);
+  if (s.IsNotFound()) {
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    return FromRocks(db->Put(sync, meta, kFormatVersionKey,
+                             std::to_string(kFormatVersion)));
+  }
+  if (!s.ok()) return FromRocks(s);
+  uint32_t stored = static_cast<uint32_t>(std::strtoul(value.c_str(),
+                                                       nullptr, 10));
+  if (stored > kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the data folder has on-disk format ", stored,
+        ", newer than this binary's format ", kFormatVersion,
+        "; use a newer authtraild"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> ReadHead(rocksdb::DB* db,
+                                  rocksdb::ColumnFamilyHandle* log) {
+  std::unique_ptr<rocksdb::Iterator> it(
+      db->NewIterator(rocksdb::ReadOptions(), log));
+  it->SeekToLast();
+  if (!it->status().ok()) return FromRocks(it->status());
+  if (!it->Valid()) return uint64_t{0};
+  std::optional<uint64_t> head = DecodeLogKey(it->key().ToStringView());
+  if (!head.has_value()) {
+    return absl::DataLossError("the log holds a key that is not a position");
+  }
+  return *head;
+}
+
+// Whether an index tag applies to `event`, and with which id.
+struct IndexFor {
+  IndexTag tag;
+  const std::string* id;
+};
+
+std::vector<IndexFor> IndexesOf(const AuthEvent& e) {
+  std::vector<IndexFor> out;
+  out.push_back({IndexTag::kAll, nullptr});
+  auto add = [&out](IndexTag tag, const std::string& id) {
+    if (!id.empty()) out.push_back({tag, &id});
+  };
+  add(IndexTag::kPatient, e.patient_id());
+  add(IndexTag::kConnection, e.connection_id());
+  add(IndexTag::kSession, e.session_id());
+  add(IndexTag::kRequest, e.request_id());
+  add(IndexTag::kSource, e.source().id());
+  if (IsFailure(e)) {
+    add(IndexTag::kErrorCode, e.error_code());
+    add(IndexTag::kPatientFailure, e.patient_id());
+    add(IndexTag::kConnectionFailure, e.connection_id());
+    add(IndexTag::kSourceFailure, e.source().id());
+  }
+  return out;
+}
+
+int64_t MinuteOf(const google::protobuf::Timestamp& ts) {
+  int64_t s = ts.seconds();
+  return s >= 0 ? s / 60 : -((-s + 59) / 60);
+}
+
+}  // namespace
+
+std::string SerializeStable(const google::protobuf::MessageLite& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+absl::Time FromProtoTime(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+google::protobuf::Timestamp ToProtoTime(absl::Time time) {
+  google::protobuf::Timestamp ts;
+  int64_t nanos = absl::ToUnixNanos(time);
+  int64_t seconds = nanos / 1'000'000'000;
+  int64_t rest = nanos % 1'000'000'000;
+  if (rest < 0) {
+    rest += 1'000'000'000;
+    --seconds;
+  }
+  ts.set_seconds(seconds);
+  ts.set_nanos(static_cast<int32_t>(rest));
+  return ts;
+}
+
+absl::Status FromRocks(const rocksdb::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  std::string message = status.ToString();
+  if (status.IsNotFound()) return absl::NotFoundError(message);
+  if (status.IsCorruption()) return absl::DataLossError(message);
+  if (status.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  if (status.IsBusy() || status.IsTryAgain() || status.IsTimedOut()) {
+    return absl::UnavailableError(message);
+  }
+  if (status.IsIOError() || status.IsNoSpace()) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// ---------------------------------------------------------------------------
+// Open and close.
+
+struct EventStore::PendingAppend {
+  std::vector<AuthEvent> events;
+  AppendCallback done;
+};
+
+absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
+    StoreOptions options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create data folder ", options.data_dir, ": ", ec.message()));
+  }
+  std::filesystem::permissions(options.data_dir,
+                               std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+
+  rocksdb::Options db_options = DatabaseOptions(options);
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  rocksdb::ColumnFamilyOptions cf_options = ColumnOptions(cache);
+
+  // Open every column family on disk, including ones a newer version added
+  // and this one does not know, plus any of ours that are missing.
+  std::vector<std::string> names;
+  rocksdb::Status listed =
+      rocksdb::DB::ListColumnFamilies(db_options, options.data_dir, &names);
+  if (!listed.ok()) names = {rocksdb::kDefaultColumnFamilyName};
+  for (const char* ours : {kLogColumn, kEventIdColumn, kIndexColumn,
+                           kConnectionColumn, kSessionColumn,
+                           kTimelineColumn}) {
+    if (std::find(names.begin(), names.end(), ours) == names.end()) {
+      names.push_back(ours);
+    }
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : names) {
+    descriptors.emplace_back(name, cf_options);
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.data_dir,
+                                        descriptors, &handles, &raw);
+  if (!s.ok()) return FromRocks(s);
+  std::unique_ptr<rocksdb::DB> db(raw);
+
+  auto columns = std::make_unique<Columns>();
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    const std::string& name = h->GetName();
+    if (name == rocksdb::kDefaultColumnFamilyName) columns->meta = h;
+    if (name == kLogColumn) columns->log = h;
+    if (name == kEventIdColumn) columns->event_ids = h;
+    if (name == kIndexColumn) columns->index = h;
+    if (name == kConnectionColumn) columns->connections = h;
+    if (name == kSessionColumn) columns->sessions = h;
+    if (name == kTimelineColumn) columns->timeline = h;
+  }
+  auto close_handles = [&] {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  };
+  absl::Status version = CheckFormatVersion(db.get(), columns->meta);
+  absl::StatusOr<uint64_t> head = ReadHead(db.get(), columns->log);
+  if (!version.ok() || !head.ok()) {
+    close_handles();
+    return !version.ok() ? version : head.status();
+  }
+  return std::unique_ptr<EventStore>(
+      new EventStore(std::move(options), std::move(db), std::move(handles),
+                     std::move(columns), *head));
+}
+
+EventStore::EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
+                       std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                       std::unique_ptr<Columns> columns, uint64_t head)
+    : options_(std::move(options)),
+      db_(std::move(db)),
+      handles_(std::move(handles)),
+      cf_(std::move(columns)),
+      head_position_(head) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+EventStore::~EventStore() {
+  Shutdown();
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  rocksdb::Status s = db_->Close();
+  (void)s;  // Nothing more can be done about a failed close here.
+}
+
+void EventStore::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  work_ready_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+// ---------------------------------------------------------------------------
+// Appends.
+
+void EventStore::Append(std::vector<AuthEvent> events, AppendCallback done) {
+  auto pending = std::make_unique<PendingAppend>();
+  pending->events = std::move(events);
+  pending->done = std::move(done);
+  absl::Status refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      refused = absl::UnavailableError("the server is shutting down");
+    } else if (queued_events_ + pending->events.size() > kMaxQueuedEvents) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "the append queue holds ", queued_events_,
+          " events, the limit is ", kMaxQueuedEvents, "; retry shortly"));
+    } else {
+      queued_events_ += pending->events.size();
+      queue_.push_back(std::move(pending));
+    }
+  }
+  if (!refused.ok()) {
+    pending->done(refused);
+    return;
+  }
+  work_ready_.notify_one();
+}
+
+absl::StatusOr<std::vector<AppendOutcome>> EventStore::AppendAndWait(
+    std::vector<AuthEvent> events) {
+  std::promise<absl::StatusOr<std::vector<AppendOutcome>>> promise;
+  auto future = promise.get_future();
+  Append(std::move(events),
+         [&promise](absl::StatusOr<std::vector<AppendOutcome>> result) {
+           promise.set_value(std::move(result));
+         });
+  return future.get();
+}
+
+void EventStore::WriterLoop() {
+  while (true) {
+    std::vector<std::unique_ptr<PendingAppend>> group;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and nothing left to commit
+      size_t events = 0;
+      while (!queue_.empty() &&
+             (group.empty() ||
+              events + queue_.front()->events.size() <=
+                  options_.max_group_events)) {
+        events += queue_.front()->events.size();
+        queued_events_ -= queue_.front()->events.size();
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    CommitGroup(group);
+  }
+}
+
+// Builds the write batch of one group: log records, id index, secondary
+// indexes and projection updates. Projection reads go through the batch,
+// so two events of one connection in one group see each other.
+class EventStore::GroupCommit {
+ public:
+  GroupCommit(EventStore* store, uint64_t next_position, absl::Time now)
+      : store_(store),
+        cf_(*store->cf_),
+        batch_(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
+        next_position_(next_position),
+        recorded_at_(ToProtoTime(now)) {}
+
+  // Adds one request to the group, or refuses it whole without adding
+  // anything.
+  absl::StatusOr<std::vector<AppendOutcome>> Add(
+      const std::vector<AuthEvent>& events);
+
+  uint64_t next_position() const { return next_position_; }
+  rocksdb::WriteBatch* batch() { return batch_.GetWriteBatch(); }
+
+ private:
+  // What to do with one event of a request.
+  struct Plan {
+    std::string bytes;  // stable serialization of the event
+    std::optional<uint64_t> stored;  // already in the log at this position
+    int same_as = -1;  // repeats an earlier event of the same request
+  };
+
+  absl::Status Resolve(const std::vector<AuthEvent>& events,
+                       std::vector<Plan>* plans);
+  absl::StatusOr<std::optional<uint64_t>> Lookup(const std::string& event_id,
+                                                 const std::string& bytes);
+  absl::Status Write(const AuthEvent& event, const std::string& bytes,
+                     uint64_t position);
+  absl::Status ReduceInto(const RecordedEvent& recorded);
+  absl::Status CountFailure(const RecordedEvent& recorded);
+  absl::StatusOr<std::string> Get(rocksdb::ColumnFamilyHandle* cf,
+                                  const std::string& key);
+
+  EventStore* store_;
+  const Columns& cf_;
+  rocksdb::WriteBatchWithIndex batch_;
+  uint64_t next_position_;
+  google::protobuf::Timestamp recorded_at_;
+  // Event ids written by this group: position and stable bytes.
+  std::unordered_map<std::string, std::pair<uint64_t, std::string>> written_;
+};
+
+absl::StatusOr<std::string> EventStore::GroupCommit::Get(
+    rocksdb::ColumnFamilyHandle* cf, const std::string& key) {
+  std::string value;
+  rocksdb::Status s = batch_.GetFromBatchAndDB(
+      store_->db_.get(), rocksdb::ReadOptions(), cf, key, &value);
+  if (s.IsNotFound()) return std::string();
+  if (!s.ok()) return FromRocks(s);
+  return value;
+}
+
+absl::StatusOr<std::optional<uint64_t>> EventStore::GroupCommit::Lookup(
+    const std::string& event_id, const std::string& bytes) {
+  auto conflict = [&] {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "event_id \"", event_id,
+        "\" was already appended with different content"));
+  };
+  if (auto it = written_.find(event_id); it != written_.end()) {
+    if (it->second.second != bytes) return conflict();
+    return std::optional<uint64_t>(it->second.first);
+  }
+  std::string value;
+  rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), cf_.event_ids,
+                                       event_id, &value);
+  if (s.IsNotFound()) return std::optional<uint64_t>();
+  if (!s.ok()) return FromRocks(s);
+  std::optional<uint64_t> position = GetFixed64(value);
+  if (!position.has_value()) {
+    return absl::DataLossError("malformed event id index entry");
+  }
+  absl::StatusOr<RecordedEvent> stored = store_->ReadEvent(*position);
+  if (!stored.ok()) return stored.status();
+  if (SerializeStable(stored->event()) != bytes) return conflict();
+  return position;
+}
+
+absl::Status EventStore::GroupCommit::Resolve(
+    const std::vector<AuthEvent>& events, std::vector<Plan>* plans) {
+  std::unordered_map<std::string_view, int> first_in_request;
+  plans->resize(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    Plan& plan = (*plans)[i];
+    const std::string& id = events[i].event_id();
+    plan.bytes = SerializeStable(events[i]);
+    if (auto it = first_in_request.find(id); it != first_in_request.end()) {
+      if ((*plans)[it->second].bytes != plan.bytes) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "events[", i, "].event_id \"", id, "\" repeats events[",
+            it->second, "] with different content"));
+      }
+      plan.same_as = it->second;
+      continue;
+    }
+    first_in_request.emplace(id, static_cast<int>(i));
+    absl::StatusOr<std::optional<uint64_t>> stored = Lookup(id, plan.bytes);
+    if (!stored.ok()) {
+      return absl::Status(stored.status().code(),
+                          absl::StrCat("events[", i, "]: ",
+                                       stored.status().message()));
+    }
+    plan.stored = *stored;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
+    const std::vector<AuthEvent>& events) {
+  std::vector<Plan> plans;
+  if (absl::Status s = Resolve(events, &plans); !s.ok()) return s;
+
+  batch_.SetSavePoint();
+  uint64_t first_position = next_position_;
+  std::vector<const std::string*> new_ids;
+  std::vector<AppendOutcome> outcomes(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    const Plan& plan = plans[i];
+    if (plan.same_as >= 0) {
+      outcomes[i] = {outcomes[plan.same_as].position, true};
+    } else if (plan.stored.has_value()) {
+      outcomes[i] = {*plan.stored, true};
+    } else {
+      uint64_t position = next_position_;
+      absl::Status s = Write(events[i], plan.bytes, position);
+      if (!s.ok()) {
+        // Undo this request only; the rest of the group stands.
+        rocksdb::Status undo = batch_.RollbackToSavePoint();
+        (void)undo;
+        for (const std::string* id : new_ids) written_.erase(*id);
+        next_position_ = first_position;
+        return s;
+      }
+      ++next_position_;
+      new_ids.push_back(&events[i].event_id());
+      outcomes[i] = {position, false};
+    }
+  }
+  return outcomes;
+}
+
+absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
+                                            const std::string& bytes,
+                                            uint64_t position) {
+  RecordedEvent recorded;
+  recorded.set_position(position);
+  *recorded.mutable_recorded_at() = recorded_at_;
+  *recorded.mutable_event() = event;
+  recorded.set_future_dated(
+      IsFutureDated(event.occurred_at(), recorded_at_));
+
+  std::string log_key = LogKey(position);
+  auto put = [this](rocksdb::ColumnFamilyHandle* cf, const std::string& key,
+                    const std::string& value) {
+    return FromRocks(batch_.Put(cf, key, value));
+  };
+  if (absl::Status s = put(cf_.log, log_key, SerializeStable(recorded));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = put(cf_.event_ids, event.event_id(), log_key);
+      !s.ok()) {
+    return s;
+  }
+  for (const IndexFor& index : IndexesOf(event)) {
+    std::string key = IndexKey(index.tag, index.id ? *index.id : "",
+                               event.occurred_at(), position);
+    if (absl::Status s = put(cf_.index, key, ""); !s.ok()) return s;
+  }
+  written_[event.event_id()] = {position, bytes};
+  if (absl::Status s = ReduceInto(recorded); !s.ok()) return s;
+  return CountFailure(recorded);
+}
+
+absl::Status EventStore::GroupCommit::ReduceInto(
+    const RecordedEvent& recorded) {
+  const AuthEvent& e = recorded.event();
+  if (!e.connection_id().empty()) {
+    std::string key = ConnectionKey(e.connection_id());
+    absl::StatusOr<std::string> value = Get(cf_.connections, key);
+    if (!value.ok()) return value.status();
+    ConnectionRecord record;
+    if (!record.ParseFromString(*value)) {
+      return absl::DataLossError("malformed connection record");
+    }
+    std::string patient_before = record.view().patient_id();
+    ReduceConnection(recorded, &record);
+    const std::string& patient = record.view().patient_id();
+    if (patient != patient_before && !patient.empty()) {
+      rocksdb::Status s = batch_.Put(
+          cf_.connections, PatientConnectionKey(patient, e.connection_id()),
+          "");
+      if (!s.ok()) return FromRocks(s);
+    }
+    rocksdb::Status s =
+        batch_.Put(cf_.connections, key, SerializeStable(record));
+    if (!s.ok()) return FromRocks(s);
+  }
+  if (!e.session_id().empty()) {
+    absl::StatusOr<std::string> value = Get(cf_.sessions, e.session_id());
+    if (!value.ok()) return value.status();
+    SessionRecord record;
+    if (!record.ParseFromString(*value)) {
+      return absl::DataLossError("malformed session record");
+    }
+    ReduceSession(recorded, &record);
+    rocksdb::Status s =
+        batch_.Put(cf_.sessions, e.session_id(), SerializeStable(record));
+    if (!s.ok()) return FromRocks(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventStore::GroupCommit::CountFailure(
+    const RecordedEvent& recorded) {
+  const AuthEvent& e = recorded.event();
+  if (!IsFailure(e)) return absl::OkStatus();
+  int64_t minute = MinuteOf(e.occurred_at());
+  std::pair<TimelineTag, const std::string*> scopes[] = {
+      {TimelineTag::kPatient, &e.patient_id()},
+      {TimelineTag::kConnection, &e.connection_id()},
+      {TimelineTag::kSource, &e.source().id()},
+  };
+  for (const auto& [tag, id] : scopes) {
+    if (id->empty()) continue;
+    std::string key = TimelineKey(tag, *id, minute, e.error_code());
+    absl::StatusOr<std::string> value = Get(cf_.timeline, key);
+    if (!value.ok()) return value.status();
+    uint64_t count = GetFixed64(*value).value_or(0) + 1;
+    std::string encoded;
+    PutFixed64(&encoded, count);
+    rocksdb::Status s = batch_.Put(cf_.timeline, key, encoded);
+    if (!s.ok()) return FromRocks(s);
+  }
+  return absl::OkStatus();
+}
+
+void EventStore::CommitGroup(
+    std::vector<std::unique_ptr<PendingAppend>>& group) {
+  GroupCommit commit(this, head_position_.load() + 1, Now());
+  std::vector<absl::StatusOr<std::vector<AppendOutcome>>> results;
+  results.reserve(group.size());
+  for (const auto& pending : group) {
+    results.push_back(commit.Add(pending->events));
+  }
+
+  rocksdb::WriteOptions write;
+  write.sync = options_.sync;
+  rocksdb::Status s = db_->Write(write, commit.batch());
+  if (s.ok()) {
+    head_position_.store(commit.next_position() - 1);
+  }
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (!s.ok() && results[i].ok()) {
+      results[i] = absl::UnavailableError(
+          absl::StrCat("the write failed; nothing was stored: ",
+                       s.ToString()));
+    }
+    group[i]->done(std::move(results[i]));
+  }
+}
+
+}  // namespace authtrail::storage

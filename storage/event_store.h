@@ -1,0 +1,181 @@
+// EventStore: the durable event log of authtrail and the projections kept
+// from it, in one RocksDB database (layout in docs/STORAGE.md).
+//
+// Writes go through one writer thread that commits groups of appends with a
+// single synced write (group commit); the projection updates of a group are
+// in the same write batch as its log records, so the projections are never
+// ahead of or behind the log. Reads never wait for the writer.
+//
+// Thread safety: every public method may be called from any thread.
+#ifndef AUTHTRAIL_STORAGE_EVENT_STORE_H_
+#define AUTHTRAIL_STORAGE_EVENT_STORE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "authtrail/v1/admin.pb.h"
+#include "authtrail/v1/event.pb.h"
+#include "authtrail/v1/history.pb.h"
+#include "rocksdb/db.h"
+
+namespace authtrail::storage {
+
+// The on-disk format this binary writes. A data folder of a newer major
+// version is refused at open.
+inline constexpr uint32_t kFormatVersion = 1;
+
+struct StoreOptions {
+  // The RocksDB folder; created when missing.
+  std::string data_dir;
+  // Sync the WAL before acknowledging. Only benchmarks turn this off.
+  bool sync = true;
+  // Most events one group commit takes.
+  size_t max_group_events = 4096;
+  // RocksDB block cache for reads.
+  size_t block_cache_bytes = size_t{64} << 20;
+  // Abandonment and pending bounds, applied when reading.
+  absl::Duration stall_window = absl::Minutes(30);
+  // Source of the recorded_at clock; tests replace it.
+  std::function<absl::Time()> clock = [] { return absl::Now(); };
+};
+
+// The fate of one appended event.
+struct AppendOutcome {
+  uint64_t position = 0;
+  bool duplicate = false;
+};
+
+// Called exactly once per Append, on the writer thread, after the batch is
+// durable (OK) or refused (no part of it written).
+using AppendCallback =
+    std::function<void(absl::StatusOr<std::vector<AppendOutcome>>)>;
+
+// A place in an index: where a page of events stops.
+struct Cursor {
+  google::protobuf::Timestamp time;
+  uint64_t position = 0;
+};
+
+struct EventQuery {
+  authtrail::v1::EventFilter filter;
+  // Half-open [start, end) on occurred_at; unset means open.
+  std::optional<google::protobuf::Timestamp> start;
+  std::optional<google::protobuf::Timestamp> end;
+  bool oldest_first = false;
+  // Most events returned, and most bytes of them.
+  size_t limit = 100;
+  size_t max_bytes = size_t{4} << 20;
+  // Continue after this place (exclusive).
+  std::optional<Cursor> after;
+};
+
+struct EventPage {
+  std::vector<authtrail::v1::RecordedEvent> events;
+  // Set when more events may follow.
+  std::optional<Cursor> next;
+};
+
+enum class TimelineScopeKind { kPatient, kConnection, kSource };
+
+struct TimelineQuery {
+  TimelineScopeKind kind = TimelineScopeKind::kPatient;
+  std::string id;
+  google::protobuf::Timestamp start;
+  google::protobuf::Timestamp end;
+  absl::Duration bucket = absl::Hours(1);
+  size_t max_events = 100;
+  uint32_t burst_threshold = 5;
+};
+
+class EventStore {
+ public:
+  // Opens (or creates) the database in `options.data_dir` and starts the
+  // writer. Fails with FAILED_PRECONDITION for a newer on-disk format.
+  static absl::StatusOr<std::unique_ptr<EventStore>> Open(
+      StoreOptions options);
+
+  EventStore(const EventStore&) = delete;
+  EventStore& operator=(const EventStore&) = delete;
+  // Finishes the queued appends, stops the writer and closes the database.
+  ~EventStore();
+
+  // Queues a batch of validated events and returns at once. `done` runs
+  // once the batch is durable, or refused: ALREADY_EXISTS when an event id
+  // is stored with other content, UNAVAILABLE after Shutdown or when the
+  // write failed. A refused batch writes nothing.
+  void Append(std::vector<authtrail::v1::AuthEvent> events,
+              AppendCallback done);
+  // Append, waiting for the result.
+  absl::StatusOr<std::vector<AppendOutcome>> AppendAndWait(
+      std::vector<authtrail::v1::AuthEvent> events);
+
+  // Commits what is queued, then refuses new appends. Idempotent.
+  void Shutdown();
+
+  // NOT_FOUND when no event named the connection.
+  absl::StatusOr<authtrail::v1::Connection> GetConnection(
+      std::string_view connection_id) const;
+  // At most `limit` connections of the patient, by connection id.
+  absl::StatusOr<std::vector<authtrail::v1::Connection>> ListConnections(
+      std::string_view patient_id, size_t limit) const;
+  absl::StatusOr<EventPage> ListEvents(const EventQuery& query) const;
+  // NOT_FOUND when no event carried the session id.
+  absl::StatusOr<authtrail::v1::SessionDiagnosis> DiagnoseSession(
+      std::string_view session_id) const;
+  absl::StatusOr<authtrail::v1::GetFailureTimelineResponse> FailureTimeline(
+      const TimelineQuery& query) const;
+  absl::StatusOr<authtrail::v1::Stats> GetStats() const;
+  // NOT_FOUND past the head.
+  absl::StatusOr<authtrail::v1::RecordedEvent> ReadEvent(
+      uint64_t position) const;
+
+  // Position of the newest durable event; 0 for an empty log.
+  uint64_t HeadPosition() const { return head_position_.load(); }
+
+ private:
+  struct PendingAppend;
+  struct Columns;
+  class GroupCommit;
+
+  EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
+             std::vector<rocksdb::ColumnFamilyHandle*> handles,
+             std::unique_ptr<Columns> columns, uint64_t head);
+
+  void WriterLoop();
+  void CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
+  absl::Time Now() const { return options_.clock(); }
+
+  const StoreOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  // Every handle opened, known or not; closed before db_.
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::unique_ptr<Columns> cf_;
+  std::atomic<uint64_t> head_position_;
+
+  std::mutex mu_;
+  std::condition_variable work_ready_;
+  std::deque<std::unique_ptr<PendingAppend>> queue_;  // guarded by mu_
+  size_t queued_events_ = 0;                          // guarded by mu_
+  bool stopping_ = false;                             // guarded by mu_
+  std::thread writer_;
+};
+
+// Converts a RocksDB status to the nearest absl::Status.
+absl::Status FromRocks(const rocksdb::Status& status);
+
+}  // namespace authtrail::storage
+
+#endif  // AUTHTRAIL_STORAGE_EVENT_STORE_H_

@@ -1,0 +1,544 @@
+// The read half of EventStore: projection lookups and index scans, each
+// against one consistent snapshot. Reads never take the writer's lock.
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "authtrail/records/v1/records.pb.h"
+#include "storage/event_store.h"
+#include "storage/keys.h"
+#include "storage/reducers.h"
+#include "storage/store_internal.h"
+
+namespace authtrail::storage {
+namespace {
+
+using authtrail::v1::AuthEvent;
+using authtrail::v1::EventFilter;
+using authtrail::v1::RecordedEvent;
+using google::protobuf::Timestamp;
+
+// Most index entries one call examines; bounds the work of filters that
+// the chosen index cannot answer alone.
+constexpr size_t kMaxScannedEntries = 20000;
+// Events read from the log per MultiGet.
+constexpr size_t kReadChunk = 128;
+
+// A snapshot released when it leaves scope, with read options bound to it.
+class SnapshotReader {
+ public:
+  explicit SnapshotReader(rocksdb::DB* db) : db_(db), snapshot_(db) {
+    options_.snapshot = snapshot_.snapshot();
+  }
+  const rocksdb::ReadOptions& options() const { return options_; }
+  rocksdb::DB* db() const { return db_; }
+
+ private:
+  rocksdb::DB* db_;
+  rocksdb::ManagedSnapshot snapshot_;
+  rocksdb::ReadOptions options_;
+};
+
+// Index scan over [lower, upper) in either direction. The bound strings
+// are owned here and outlive the iterator.
+class IndexScan {
+ public:
+  IndexScan(const SnapshotReader& reader, rocksdb::ColumnFamilyHandle* cf,
+            std::string lower, std::string upper, bool reverse)
+      : lower_(std::move(lower)),
+        upper_(std::move(upper)),
+        lower_slice_(lower_),
+        upper_slice_(upper_),
+        reverse_(reverse) {
+    rocksdb::ReadOptions options = reader.options();
+    options.iterate_lower_bound = &lower_slice_;
+    if (!upper_.empty()) options.iterate_upper_bound = &upper_slice_;
+    it_.reset(reader.db()->NewIterator(options, cf));
+    if (reverse_) {
+      it_->SeekToLast();
+    } else {
+      it_->SeekToFirst();
+    }
+  }
+
+  bool Valid() const { return it_->Valid(); }
+  std::string_view key() const { return it_->key().ToStringView(); }
+  std::string_view value() const { return it_->value().ToStringView(); }
+  void Next() {
+    if (reverse_) {
+      it_->Prev();
+    } else {
+      it_->Next();
+    }
+  }
+  absl::Status status() const { return FromRocks(it_->status()); }
+
+ private:
+  std::string lower_;
+  std::string upper_;
+  rocksdb::Slice lower_slice_;
+  rocksdb::Slice upper_slice_;
+  bool reverse_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
+struct IndexChoice {
+  IndexTag tag;
+  std::string id;
+};
+
+// The most selective index the filter allows.
+IndexChoice ChooseIndex(const EventFilter& f) {
+  if (!f.session_id().empty()) return {IndexTag::kSession, f.session_id()};
+  if (!f.request_id().empty()) return {IndexTag::kRequest, f.request_id()};
+  if (!f.connection_id().empty()) {
+    return {IndexTag::kConnection, f.connection_id()};
+  }
+  if (!f.patient_id().empty()) return {IndexTag::kPatient, f.patient_id()};
+  if (!f.error_code().empty()) return {IndexTag::kErrorCode, f.error_code()};
+  if (!f.source_id().empty()) return {IndexTag::kSource, f.source_id()};
+  return {IndexTag::kAll, ""};
+}
+
+bool Matches(const EventFilter& f, const AuthEvent& e) {
+  auto same = [](const std::string& want, const std::string& have) {
+    return want.empty() || want == have;
+  };
+  return same(f.patient_id(), e.patient_id()) &&
+         same(f.connection_id(), e.connection_id()) &&
+         same(f.session_id(), e.session_id()) &&
+         same(f.request_id(), e.request_id()) &&
+         same(f.source_id(), e.source().id()) &&
+         same(f.error_code(), e.error_code()) &&
+         (f.step() == 0 || f.step() == e.step()) &&
+         (f.outcome() == 0 || f.outcome() == e.outcome());
+}
+
+std::string TimeBound(const std::string& prefix, const Timestamp& time) {
+  std::string key = prefix;
+  AppendTime(&key, time);
+  return key;
+}
+
+// Reads log records by position, in the order given.
+absl::Status ReadLog(const SnapshotReader& reader,
+                     rocksdb::ColumnFamilyHandle* log,
+                     const std::vector<uint64_t>& positions,
+                     std::vector<RecordedEvent>* out) {
+  std::vector<std::string> keys;
+  keys.reserve(positions.size());
+  for (uint64_t p : positions) keys.push_back(LogKey(p));
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), log);
+  std::vector<std::string> values;
+  std::vector<rocksdb::Status> statuses =
+      reader.db()->MultiGet(reader.options(), cfs, slices, &values);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!statuses[i].ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "index names position ", positions[i],
+          " but the log cannot give it: ", statuses[i].ToString()));
+    }
+    RecordedEvent event;
+    if (!event.ParseFromString(values[i])) {
+      return absl::DataLossError(
+          absl::StrCat("log record ", positions[i], " does not parse"));
+    }
+    out->push_back(std::move(event));
+  }
+  return absl::OkStatus();
+}
+
+int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+TimelineTag TimelineTagFor(TimelineScopeKind kind) {
+  switch (kind) {
+    case TimelineScopeKind::kPatient:
+      return TimelineTag::kPatient;
+    case TimelineScopeKind::kConnection:
+      return TimelineTag::kConnection;
+    case TimelineScopeKind::kSource:
+      break;
+  }
+  return TimelineTag::kSource;
+}
+
+IndexTag FailureIndexFor(TimelineScopeKind kind) {
+  switch (kind) {
+    case TimelineScopeKind::kPatient:
+      return IndexTag::kPatientFailure;
+    case TimelineScopeKind::kConnection:
+      return IndexTag::kConnectionFailure;
+    case TimelineScopeKind::kSource:
+      break;
+  }
+  return IndexTag::kSourceFailure;
+}
+
+Timestamp MinuteStart(int64_t minute) {
+  Timestamp ts;
+  ts.set_seconds(minute * 60);
+  return ts;
+}
+
+}  // namespace
+
+absl::StatusOr<RecordedEvent> EventStore::ReadEvent(uint64_t position) const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), cf_->log, LogKey(position), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("no event at position ", position));
+  }
+  if (!s.ok()) return FromRocks(s);
+  RecordedEvent event;
+  if (!event.ParseFromString(value)) {
+    return absl::DataLossError(
+        absl::StrCat("log record ", position, " does not parse"));
+  }
+  return event;
+}
+
+absl::StatusOr<authtrail::v1::Connection> EventStore::GetConnection(
+    std::string_view connection_id) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf_->connections,
+                               ConnectionKey(connection_id), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("no event named connection_id \"", std::string(connection_id), "\""));
+  }
+  if (!s.ok()) return FromRocks(s);
+  ConnectionRecord record;
+  if (!record.ParseFromString(value)) {
+    return absl::DataLossError("malformed connection record");
+  }
+  return ViewConnection(record, {options_.stall_window, Now()});
+}
+
+absl::StatusOr<std::vector<authtrail::v1::Connection>>
+EventStore::ListConnections(std::string_view patient_id, size_t limit) const {
+  SnapshotReader reader(db_.get());
+  std::string prefix = PatientConnectionsPrefix(patient_id);
+  IndexScan scan(reader, cf_->connections, prefix, PrefixSuccessor(prefix),
+                 /*reverse=*/false);
+  std::vector<std::string> keys;
+  for (; scan.Valid() && keys.size() < limit; scan.Next()) {
+    std::string_view rest = scan.key().substr(prefix.size());
+    if (rest.size() < 2) return absl::DataLossError("malformed patient key");
+    keys.push_back(ConnectionKey(rest.substr(2)));
+  }
+  if (absl::Status s = scan.status(); !s.ok()) return s;
+
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), cf_->connections);
+  std::vector<std::string> values;
+  std::vector<rocksdb::Status> statuses =
+      db_->MultiGet(reader.options(), cfs, slices, &values);
+  std::vector<authtrail::v1::Connection> out;
+  ReadPolicy policy{options_.stall_window, Now()};
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!statuses[i].ok()) return FromRocks(statuses[i]);
+    ConnectionRecord record;
+    if (!record.ParseFromString(values[i])) {
+      return absl::DataLossError("malformed connection record");
+    }
+    out.push_back(ViewConnection(record, policy));
+  }
+  return out;
+}
+
+absl::StatusOr<EventPage> EventStore::ListEvents(
+    const EventQuery& query) const {
+  SnapshotReader reader(db_.get());
+  IndexChoice index = ChooseIndex(query.filter);
+  std::string prefix = IndexPrefix(index.tag, index.id);
+  std::string lower = query.start ? TimeBound(prefix, *query.start) : prefix;
+  std::string upper = query.end ? TimeBound(prefix, *query.end)
+                                : PrefixSuccessor(prefix);
+  if (query.after.has_value()) {
+    const Cursor& c = *query.after;
+    if (query.oldest_first) {
+      lower = std::max(lower, IndexKey(index.tag, index.id, c.time,
+                                       c.position + 1));
+    } else {
+      upper = std::min(upper, IndexKey(index.tag, index.id, c.time,
+                                       c.position));
+    }
+  }
+  EventPage page;
+  if (lower >= upper) return page;
+  IndexScan scan(reader, cf_->index, lower, upper, !query.oldest_first);
+
+  size_t scanned = 0;
+  size_t bytes = 0;
+  std::optional<Cursor> last_scanned;
+  bool full = false;
+  while (scan.Valid() && !full && scanned < kMaxScannedEntries) {
+    std::vector<uint64_t> positions;
+    std::vector<Cursor> cursors;
+    for (; scan.Valid() && positions.size() < kReadChunk &&
+           scanned < kMaxScannedEntries;
+         scan.Next(), ++scanned) {
+      std::optional<IndexEntry> entry = DecodeIndexSuffix(prefix, scan.key());
+      if (!entry.has_value()) return absl::DataLossError("malformed index key");
+      positions.push_back(entry->position);
+      cursors.push_back({entry->time, entry->position});
+    }
+    std::vector<RecordedEvent> events;
+    if (absl::Status s = ReadLog(reader, cf_->log, positions, &events);
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < events.size(); ++i) {
+      last_scanned = cursors[i];
+      if (!Matches(query.filter, events[i].event())) continue;
+      size_t size = events[i].ByteSizeLong();
+      if (!page.events.empty() && bytes + size > query.max_bytes) {
+        full = true;  // cut by bytes: this event starts the next page
+        break;
+      }
+      bytes += size;
+      page.events.push_back(std::move(events[i]));
+      if (page.events.size() >= query.limit) {
+        full = true;
+        // Stop exactly after this event; what was read past it is re-read
+        // by the next page.
+        break;
+      }
+    }
+  }
+  if (absl::Status s = scan.status(); !s.ok()) return s;
+
+  bool more = full || (scan.Valid() && scanned >= kMaxScannedEntries);
+  if (full) {
+    // The next page starts after the last event returned.
+    const RecordedEvent& last = page.events.back();
+    Cursor c{last.event().occurred_at(), last.position()};
+    page.next = c;
+    // Whether anything at all follows in the index.
+    std::string after_last = IndexKey(index.tag, index.id, c.time,
+                                      query.oldest_first ? c.position + 1
+                                                         : c.position);
+    std::string probe_lower = query.oldest_first ? after_last : lower;
+    std::string probe_upper = query.oldest_first ? upper : after_last;
+    if (probe_lower >= probe_upper) {
+      page.next.reset();
+    } else {
+      IndexScan probe(reader, cf_->index, probe_lower, probe_upper,
+                      !query.oldest_first);
+      if (!probe.Valid()) page.next.reset();
+    }
+  } else if (more && last_scanned.has_value()) {
+    page.next = last_scanned;
+  }
+  return page;
+}
+
+absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
+    std::string_view session_id) const {
+  SnapshotReader reader(db_.get());
+  std::string value;
+  rocksdb::Status s = db_->Get(reader.options(), cf_->sessions,
+                               std::string(session_id), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("no event carried session_id \"", std::string(session_id), "\""));
+  }
+  if (!s.ok()) return FromRocks(s);
+  SessionRecord record;
+  if (!record.ParseFromString(value)) {
+    return absl::DataLossError("malformed session record");
+  }
+
+  // Question five: refreshes of the connection after this session's
+  // exchange, until a newer attempt takes over.
+  RefreshFinding refresh;
+  bool issued = record.steps_size() > authtrail::v1::STEP_TOKEN_EXCHANGE &&
+                record.steps(authtrail::v1::STEP_TOKEN_EXCHANGE)
+                    .has_succeeded();
+  if (issued && !record.connection_id().empty()) {
+    const auto& exchange =
+        record.steps(authtrail::v1::STEP_TOKEN_EXCHANGE).succeeded();
+    std::string prefix =
+        IndexPrefix(IndexTag::kConnection, record.connection_id());
+    IndexScan scan(reader, cf_->index,
+                   TimeBound(prefix, exchange.occurred_at()),
+                   PrefixSuccessor(prefix), /*reverse=*/false);
+    bool go_on = true;
+    for (size_t n = 0; go_on && scan.Valid() && n < kMaxScannedEntries;) {
+      std::vector<uint64_t> positions;
+      for (; scan.Valid() && positions.size() < kReadChunk; scan.Next(), ++n) {
+        positions.push_back(IndexKeyPosition(scan.key()).value_or(0));
+      }
+      std::vector<RecordedEvent> events;
+      if (absl::Status st = ReadLog(reader, cf_->log, positions, &events);
+          !st.ok()) {
+        return st;
+      }
+      for (const RecordedEvent& e : events) {
+        if (IsAttemptStep(e.event().step()) &&
+            e.event().session_id() != record.session_id()) {
+          go_on = false;  // a newer attempt owns what follows
+          break;
+        }
+        if (!refresh.Add(e)) {
+          go_on = false;
+          break;
+        }
+      }
+    }
+    if (absl::Status st = scan.status(); !st.ok()) return st;
+  }
+  return Diagnose(record, refresh.Result(issued),
+                  {options_.stall_window, Now()});
+}
+
+absl::StatusOr<authtrail::v1::GetFailureTimelineResponse>
+EventStore::FailureTimeline(const TimelineQuery& query) const {
+  SnapshotReader reader(db_.get());
+  authtrail::v1::GetFailureTimelineResponse out;
+  out.set_burst_threshold(query.burst_threshold);
+  const int64_t width = absl::ToInt64Seconds(query.bucket);
+  // bucket start (seconds) -> code -> count
+  std::map<int64_t, std::map<std::string, uint64_t>> buckets;
+  auto count = [&](int64_t seconds, const std::string& code, uint64_t n) {
+    buckets[FloorDiv(seconds, width) * width][code] += n;
+  };
+
+  // Whole minutes inside the range come from the per-minute counts; the
+  // ragged edges are counted event by event from the failure index.
+  const Timestamp& start = query.start;
+  const Timestamp& end = query.end;
+  int64_t first_minute = FloorDiv(start.seconds(), 60);
+  if (start.seconds() % 60 != 0 || start.nanos() != 0) ++first_minute;
+  int64_t end_minute = FloorDiv(end.seconds(), 60);
+  std::string index_prefix = IndexPrefix(FailureIndexFor(query.kind), query.id);
+
+  auto count_events = [&](const Timestamp& from,
+                          const Timestamp& to) -> absl::Status {
+    IndexScan scan(reader, cf_->index, TimeBound(index_prefix, from),
+                   TimeBound(index_prefix, to), /*reverse=*/false);
+    std::vector<uint64_t> positions;
+    std::vector<int64_t> seconds;
+    for (; scan.Valid(); scan.Next()) {
+      std::optional<IndexEntry> e = DecodeIndexSuffix(index_prefix, scan.key());
+      if (!e.has_value()) return absl::DataLossError("malformed index key");
+      positions.push_back(e->position);
+      seconds.push_back(e->time.seconds());
+    }
+    if (absl::Status s = scan.status(); !s.ok()) return s;
+    std::vector<RecordedEvent> events;
+    if (absl::Status s = ReadLog(reader, cf_->log, positions, &events);
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < events.size(); ++i) {
+      count(seconds[i], events[i].event().error_code(), 1);
+    }
+    return absl::OkStatus();
+  };
+
+  if (first_minute >= end_minute) {
+    if (absl::Status s = count_events(start, end); !s.ok()) return s;
+  } else {
+    if (absl::Status s = count_events(start, MinuteStart(first_minute));
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = count_events(MinuteStart(end_minute), end); !s.ok()) {
+      return s;
+    }
+    std::string prefix = TimelinePrefix(TimelineTagFor(query.kind), query.id);
+    std::string lower = prefix;
+    AppendSignedBigEndian(&lower, first_minute);
+    std::string upper = prefix;
+    AppendSignedBigEndian(&upper, end_minute);
+    IndexScan scan(reader, cf_->timeline, lower, upper, /*reverse=*/false);
+    for (; scan.Valid(); scan.Next()) {
+      std::optional<TimelineEntry> e = DecodeTimelineSuffix(prefix, scan.key());
+      std::optional<uint64_t> n = GetFixed64(scan.value());
+      if (!e.has_value() || !n.has_value()) {
+        return absl::DataLossError("malformed timeline entry");
+      }
+      count(e->minute * 60, e->error_code, *n);
+    }
+    if (absl::Status s = scan.status(); !s.ok()) return s;
+  }
+
+  uint64_t total = 0;
+  for (const auto& [bucket_start, codes] : buckets) {
+    auto* bucket = out.add_buckets();
+    bucket->mutable_start_time()->set_seconds(bucket_start);
+    std::vector<std::pair<std::string, uint64_t>> sorted(codes.begin(),
+                                                         codes.end());
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const auto& a, const auto& b) {
+                       return a.second > b.second;
+                     });
+    uint64_t bucket_total = 0;
+    for (const auto& [code, n] : sorted) {
+      auto* c = bucket->add_counts();
+      c->set_error_code(code);
+      c->set_count(n);
+      bucket_total += n;
+    }
+    bucket->set_total(bucket_total);
+    if (!sorted.empty() && sorted.front().second >= query.burst_threshold) {
+      bucket->set_burst_error_code(sorted.front().first);
+    }
+    total += bucket_total;
+  }
+  out.set_total(total);
+
+  // The newest failures of the range.
+  IndexScan newest(reader, cf_->index, TimeBound(index_prefix, start),
+                   TimeBound(index_prefix, end), /*reverse=*/true);
+  std::vector<uint64_t> positions;
+  for (; newest.Valid() && positions.size() < query.max_events;
+       newest.Next()) {
+    positions.push_back(IndexKeyPosition(newest.key()).value_or(0));
+  }
+  if (absl::Status s = newest.status(); !s.ok()) return s;
+  out.set_events_truncated(newest.Valid());
+  std::vector<RecordedEvent> events;
+  if (absl::Status s = ReadLog(reader, cf_->log, positions, &events);
+      !s.ok()) {
+    return s;
+  }
+  for (RecordedEvent& e : events) *out.add_events() = std::move(e);
+  return out;
+}
+
+absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
+  authtrail::v1::Stats stats;
+  uint64_t head = head_position_.load();
+  stats.set_head_position(head);
+  stats.set_event_count(head);  // positions are gap-free from 1
+  stats.set_format_version(kFormatVersion);
+  uint64_t total = 0;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    uint64_t sst = 0;
+    uint64_t mem = 0;
+    db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
+    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
+                        &mem);
+    (*stats.mutable_column_family_bytes())[h->GetName()] = sst + mem;
+    total += sst;
+  }
+  stats.set_disk_bytes(total);
+  uint64_t keys = 0;
+  db_->GetIntProperty(cf_->sessions, rocksdb::DB::Properties::kEstimateNumKeys,
+                      &keys);
+  stats.set_session_count(keys);
+  db_->GetIntProperty(cf_->connections,
+                      rocksdb::DB::Properties::kEstimateNumKeys, &keys);
+  // The connections family also holds one patient link per connection.
+  stats.set_connection_count(keys / 2);
+  return stats;
+}
+
+}  // namespace authtrail::storage

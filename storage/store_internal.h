@@ -1,0 +1,44 @@
+// Pieces shared by the write and read halves of EventStore. Not part of
+// the storage API.
+#ifndef AUTHTRAIL_STORAGE_STORE_INTERNAL_H_
+#define AUTHTRAIL_STORAGE_STORE_INTERNAL_H_
+
+#include <string>
+
+#include "google/protobuf/message_lite.h"
+#include "rocksdb/db.h"
+#include "storage/event_store.h"
+
+namespace authtrail::storage {
+
+// Column family names. `default` holds metadata (the format version).
+inline constexpr char kLogColumn[] = "log";
+inline constexpr char kEventIdColumn[] = "event_ids";
+inline constexpr char kIndexColumn[] = "idx";
+inline constexpr char kConnectionColumn[] = "connections";
+inline constexpr char kSessionColumn[] = "sessions";
+inline constexpr char kTimelineColumn[] = "timeline";
+inline constexpr char kFormatVersionKey[] = "format_version";
+
+struct EventStore::Columns {
+  rocksdb::ColumnFamilyHandle* meta = nullptr;
+  rocksdb::ColumnFamilyHandle* log = nullptr;
+  rocksdb::ColumnFamilyHandle* event_ids = nullptr;
+  rocksdb::ColumnFamilyHandle* index = nullptr;
+  rocksdb::ColumnFamilyHandle* connections = nullptr;
+  rocksdb::ColumnFamilyHandle* sessions = nullptr;
+  rocksdb::ColumnFamilyHandle* timeline = nullptr;
+};
+
+// Serializes with a stable byte order (map entries sorted), so that equal
+// messages give equal bytes: projections replayed from the log match the
+// live ones byte for byte, and retries can be compared by their bytes.
+std::string SerializeStable(const google::protobuf::MessageLite& message);
+
+// google::protobuf::Timestamp <-> absl::Time.
+absl::Time FromProtoTime(const google::protobuf::Timestamp& ts);
+google::protobuf::Timestamp ToProtoTime(absl::Time time);
+
+}  // namespace authtrail::storage
+
+#endif  // AUTHTRAIL_STORAGE_STORE_INTERNAL_H_
