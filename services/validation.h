@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "authtrail/v1/history.pb.h"
 #include "authtrail/v1/ingest.pb.h"

@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "authtrail/v1/admin.pb.h"
 #include "authtrail/v1/event.pb.h"

@@ -1,0 +1,64 @@
+// A real authtrail server for tests: RocksDB in a fresh temporary folder,
+// gRPC on a free loopback port, and stubs connected to it.
+#ifndef AUTHTRAIL_TESTS_TESTING_TEST_SERVER_H_
+#define AUTHTRAIL_TESTS_TESTING_TEST_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "authtrail/v1/admin.grpc.pb.h"
+#include "authtrail/v1/history.grpc.pb.h"
+#include "authtrail/v1/ingest.grpc.pb.h"
+#include "services/server.h"
+
+namespace authtrail::testing {
+
+// A temporary folder removed (with its contents) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class TestServer {
+ public:
+  // Starts on `data_dir` (a fresh temporary folder when empty).
+  explicit TestServer(std::string data_dir = "",
+                      absl::Duration stall_window = absl::Minutes(30));
+  ~TestServer();
+
+  // Stops the server and starts it again on the same folder and port.
+  void Restart();
+  void Stop();
+
+  const std::string& data_dir() const { return data_dir_; }
+  std::string address() const;
+  authtrail::v1::AuthEventIngest::Stub& ingest() { return *ingest_; }
+  authtrail::v1::AuthHistory::Stub& history() { return *history_; }
+  authtrail::v1::AuthTrailAdmin::Stub& admin() { return *admin_; }
+  services::AuthTrailServer& server() { return *server_; }
+
+ private:
+  void Start();
+
+  std::unique_ptr<TempDir> temp_;
+  std::string data_dir_;
+  absl::Duration stall_window_;
+  int port_ = 0;
+  std::unique_ptr<services::AuthTrailServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<authtrail::v1::AuthEventIngest::Stub> ingest_;
+  std::unique_ptr<authtrail::v1::AuthHistory::Stub> history_;
+  std::unique_ptr<authtrail::v1::AuthTrailAdmin::Stub> admin_;
+};
+
+// A client context with a 10 s deadline.
+std::unique_ptr<grpc::ClientContext> Context();
+
+}  // namespace authtrail::testing
+
+#endif  // AUTHTRAIL_TESTS_TESTING_TEST_SERVER_H_
