@@ -7,6 +7,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include <openssl/evp.h>
+
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -72,18 +76,30 @@ absl::Status CheckFormatVersion(rocksdb::DB* db,
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> ReadHead(rocksdb::DB* db,
-                                  rocksdb::ColumnFamilyHandle* log) {
+struct Head {
+  uint64_t position = 0;
+  std::string hash;
+};
+
+absl::StatusOr<Head> ReadHead(rocksdb::DB* db,
+                              rocksdb::ColumnFamilyHandle* log) {
   std::unique_ptr<rocksdb::Iterator> it(
       db->NewIterator(rocksdb::ReadOptions(), log));
   it->SeekToLast();
   if (!it->status().ok()) return FromRocks(it->status());
-  if (!it->Valid()) return uint64_t{0};
-  std::optional<uint64_t> head = DecodeLogKey(it->key().ToStringView());
-  if (!head.has_value()) {
+  if (!it->Valid()) return Head{0, GenesisHash()};
+  std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());
+  if (!position.has_value()) {
     return absl::DataLossError("the log holds a key that is not a position");
   }
-  return *head;
+  Head head{*position, ""};
+  RecordedEvent unused;
+  if (absl::Status s = DecodeLogValue(it->value().ToStringView(), *position,
+                                      &unused, &head.hash);
+      !s.ok()) {
+    return s;
+  }
+  return head;
 }
 
 // Whether an index tag applies to `event`, and with which id.
@@ -128,6 +144,48 @@ std::string SerializeStable(const google::protobuf::MessageLite& message) {
     message.SerializeToCodedStream(&coded);
   }
   return out;
+}
+
+std::string GenesisHash() { return std::string(kChainHashBytes, '\0'); }
+
+std::string ChainHash(std::string_view previous, uint64_t position,
+                      std::string_view record) {
+  std::string position_bytes = LogKey(position);
+  std::string out(kChainHashBytes, '\0');
+  EVP_MD_CTX* context = EVP_MD_CTX_new();
+  bool ok = context != nullptr &&
+            EVP_DigestInit_ex(context, EVP_sha256(), nullptr) == 1 &&
+            EVP_DigestUpdate(context, previous.data(), previous.size()) == 1 &&
+            EVP_DigestUpdate(context, position_bytes.data(),
+                             position_bytes.size()) == 1 &&
+            EVP_DigestUpdate(context, record.data(), record.size()) == 1 &&
+            EVP_DigestFinal_ex(
+                context, reinterpret_cast<unsigned char*>(out.data()),
+                nullptr) == 1;
+  EVP_MD_CTX_free(context);
+  if (!ok) std::abort();  // only on allocation failure inside OpenSSL
+  return out;
+}
+
+std::string EncodeLogValue(std::string_view hash, std::string_view record) {
+  std::string out;
+  out.reserve(hash.size() + record.size());
+  out.append(hash);
+  out.append(record);
+  return out;
+}
+
+absl::Status DecodeLogValue(std::string_view value, uint64_t position,
+                            RecordedEvent* event, std::string* hash) {
+  if (value.size() < kChainHashBytes ||
+      !event->ParseFromArray(value.data() + kChainHashBytes,
+                             static_cast<int>(value.size() -
+                                              kChainHashBytes))) {
+    return absl::DataLossError(
+        absl::StrCat("log record ", position, " does not parse"));
+  }
+  if (hash != nullptr) hash->assign(value.substr(0, kChainHashBytes));
+  return absl::OkStatus();
 }
 
 absl::Time FromProtoTime(const google::protobuf::Timestamp& ts) {
@@ -226,24 +284,26 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
   };
   absl::Status version = CheckFormatVersion(db.get(), columns->meta);
-  absl::StatusOr<uint64_t> head = ReadHead(db.get(), columns->log);
+  absl::StatusOr<Head> head = ReadHead(db.get(), columns->log);
   if (!version.ok() || !head.ok()) {
     close_handles();
     return !version.ok() ? version : head.status();
   }
   return std::unique_ptr<EventStore>(
       new EventStore(std::move(options), std::move(db), std::move(handles),
-                     std::move(columns), *head));
+                     std::move(columns), head->position, head->hash));
 }
 
 EventStore::EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
                        std::vector<rocksdb::ColumnFamilyHandle*> handles,
-                       std::unique_ptr<Columns> columns, uint64_t head)
+                       std::unique_ptr<Columns> columns, uint64_t head,
+                       std::string head_hash)
     : options_(std::move(options)),
       db_(std::move(db)),
       handles_(std::move(handles)),
       cf_(std::move(columns)),
-      head_position_(head) {
+      head_position_(head),
+      head_hash_(std::move(head_hash)) {
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -330,11 +390,13 @@ void EventStore::WriterLoop() {
 // so two events of one connection in one group see each other.
 class EventStore::GroupCommit {
  public:
-  GroupCommit(EventStore* store, uint64_t next_position, absl::Time now)
+  GroupCommit(EventStore* store, uint64_t next_position,
+              std::string chain, absl::Time now)
       : store_(store),
         cf_(*store->cf_),
         batch_(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
         next_position_(next_position),
+        chain_(std::move(chain)),
         recorded_at_(ToProtoTime(now)) {}
 
   // Adds one request to the group, or refuses it whole without adding
@@ -343,6 +405,7 @@ class EventStore::GroupCommit {
       const std::vector<AuthEvent>& events);
 
   uint64_t next_position() const { return next_position_; }
+  const std::string& chain() const { return chain_; }
   rocksdb::WriteBatch* batch() { return batch_.GetWriteBatch(); }
 
  private:
@@ -368,6 +431,8 @@ class EventStore::GroupCommit {
   const Columns& cf_;
   rocksdb::WriteBatchWithIndex batch_;
   uint64_t next_position_;
+  // Chain hash of the newest record in the group (or before it).
+  std::string chain_;
   google::protobuf::Timestamp recorded_at_;
   // Event ids written by this group: position and stable bytes.
   std::unordered_map<std::string, std::pair<uint64_t, std::string>> written_;
@@ -445,6 +510,7 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
 
   batch_.SetSavePoint();
   uint64_t first_position = next_position_;
+  std::string first_chain = chain_;
   std::vector<const std::string*> new_ids;
   std::vector<AppendOutcome> outcomes(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
@@ -462,6 +528,7 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
         (void)undo;
         for (const std::string* id : new_ids) written_.erase(*id);
         next_position_ = first_position;
+        chain_ = first_chain;
         return s;
       }
       ++next_position_;
@@ -487,7 +554,9 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
                     const std::string& value) {
     return FromRocks(batch_.Put(cf, key, value));
   };
-  if (absl::Status s = put(cf_.log, log_key, SerializeStable(recorded));
+  std::string record = SerializeStable(recorded);
+  chain_ = ChainHash(chain_, position, record);
+  if (absl::Status s = put(cf_.log, log_key, EncodeLogValue(chain_, record));
       !s.ok()) {
     return s;
   }
@@ -570,7 +639,7 @@ absl::Status EventStore::GroupCommit::CountFailure(
 
 void EventStore::CommitGroup(
     std::vector<std::unique_ptr<PendingAppend>>& group) {
-  GroupCommit commit(this, head_position_.load() + 1, Now());
+  GroupCommit commit(this, head_position_.load() + 1, HeadHash(), Now());
   std::vector<absl::StatusOr<std::vector<AppendOutcome>>> results;
   results.reserve(group.size());
   for (const auto& pending : group) {
@@ -581,6 +650,8 @@ void EventStore::CommitGroup(
   write.sync = options_.sync;
   rocksdb::Status s = db_->Write(write, commit.batch());
   if (s.ok()) {
+    std::lock_guard<std::mutex> lock(head_mu_);
+    head_hash_ = commit.chain();
     head_position_.store(commit.next_position() - 1);
   }
   for (size_t i = 0; i < group.size(); ++i) {

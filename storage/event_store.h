@@ -145,6 +145,11 @@ class EventStore {
 
   // Position of the newest durable event; 0 for an empty log.
   uint64_t HeadPosition() const { return head_position_.load(); }
+  // Chain hash of the newest durable record (32 bytes; zeros when empty).
+  std::string HeadHash() const {
+    std::lock_guard<std::mutex> lock(head_mu_);
+    return head_hash_;
+  }
 
  private:
   struct PendingAppend;
@@ -153,7 +158,8 @@ class EventStore {
 
   EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
              std::vector<rocksdb::ColumnFamilyHandle*> handles,
-             std::unique_ptr<Columns> columns, uint64_t head);
+             std::unique_ptr<Columns> columns, uint64_t head,
+             std::string head_hash);
 
   void WriterLoop();
   void CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
@@ -165,6 +171,8 @@ class EventStore {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::unique_ptr<Columns> cf_;
   std::atomic<uint64_t> head_position_;
+  mutable std::mutex head_mu_;
+  std::string head_hash_;  // guarded by head_mu_
 
   std::mutex mu_;
   std::condition_variable work_ready_;

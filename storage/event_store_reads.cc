@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
 #include "storage/event_store.h"
@@ -140,9 +141,9 @@ absl::Status ReadLog(const SnapshotReader& reader,
           " but the log cannot give it: ", statuses[i].ToString()));
     }
     RecordedEvent event;
-    if (!event.ParseFromString(values[i])) {
-      return absl::DataLossError(
-          absl::StrCat("log record ", positions[i], " does not parse"));
+    if (absl::Status s = DecodeLogValue(values[i], positions[i], &event);
+        !s.ok()) {
+      return s;
     }
     out->push_back(std::move(event));
   }
@@ -195,9 +196,8 @@ absl::StatusOr<RecordedEvent> EventStore::ReadEvent(uint64_t position) const {
   }
   if (!s.ok()) return FromRocks(s);
   RecordedEvent event;
-  if (!event.ParseFromString(value)) {
-    return absl::DataLossError(
-        absl::StrCat("log record ", position, " does not parse"));
+  if (absl::Status st = DecodeLogValue(value, position, &event); !st.ok()) {
+    return st;
   }
   return event;
 }
@@ -517,6 +517,7 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
   authtrail::v1::Stats stats;
   uint64_t head = head_position_.load();
   stats.set_head_position(head);
+  stats.set_head_hash(absl::BytesToHexString(HeadHash()));
   stats.set_event_count(head);  // positions are gap-free from 1
   stats.set_format_version(kFormatVersion);
   uint64_t total = 0;
