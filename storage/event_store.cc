@@ -18,6 +18,7 @@
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "storage/keys.h"
+#include "storage/projection_writer.h"
 #include "storage/reducers.h"
 #include "storage/store_internal.h"
 
@@ -100,37 +101,6 @@ absl::StatusOr<Head> ReadHead(rocksdb::DB* db,
     return s;
   }
   return head;
-}
-
-// Whether an index tag applies to `event`, and with which id.
-struct IndexFor {
-  IndexTag tag;
-  const std::string* id;
-};
-
-std::vector<IndexFor> IndexesOf(const AuthEvent& e) {
-  std::vector<IndexFor> out;
-  out.push_back({IndexTag::kAll, nullptr});
-  auto add = [&out](IndexTag tag, const std::string& id) {
-    if (!id.empty()) out.push_back({tag, &id});
-  };
-  add(IndexTag::kPatient, e.patient_id());
-  add(IndexTag::kConnection, e.connection_id());
-  add(IndexTag::kSession, e.session_id());
-  add(IndexTag::kRequest, e.request_id());
-  add(IndexTag::kSource, e.source().id());
-  if (IsFailure(e)) {
-    add(IndexTag::kErrorCode, e.error_code());
-    add(IndexTag::kPatientFailure, e.patient_id());
-    add(IndexTag::kConnectionFailure, e.connection_id());
-    add(IndexTag::kSourceFailure, e.source().id());
-  }
-  return out;
-}
-
-int64_t MinuteOf(const google::protobuf::Timestamp& ts) {
-  int64_t s = ts.seconds();
-  return s >= 0 ? s / 60 : -((-s + 59) / 60);
 }
 
 }  // namespace
@@ -224,10 +194,42 @@ absl::Status FromRocks(const rocksdb::Status& status) {
 // ---------------------------------------------------------------------------
 // Open and close.
 
+// One queued append, or a task to run on the writer thread alone.
 struct EventStore::PendingAppend {
   std::vector<AuthEvent> events;
   AppendCallback done;
+  std::function<void()> task;
 };
+
+namespace {
+
+// Reads a decimal number from metadata; `fallback` when absent.
+absl::StatusOr<uint64_t> ReadMetaNumber(rocksdb::DB* db,
+                                        rocksdb::ColumnFamilyHandle* meta,
+                                        const char* key, uint64_t fallback) {
+  std::string value;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), meta, key, &value);
+  if (s.IsNotFound()) return fallback;
+  if (!s.ok()) return FromRocks(s);
+  return std::strtoull(value.c_str(), nullptr, 10);
+}
+
+// Whether `name` is a derived family of some generation.
+bool IsDerivedName(const std::string& name) {
+  for (const char* base : kDerivedColumns) {
+    if (name == base || name.rfind(std::string(base) + ".g", 0) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string DerivedColumnName(std::string_view base, uint64_t generation) {
+  if (generation == 0) return std::string(base);
+  return absl::StrCat(std::string(base), ".g", generation);
+}
 
 absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
     StoreOptions options) {
@@ -246,16 +248,14 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
   rocksdb::ColumnFamilyOptions cf_options = ColumnOptions(cache);
 
   // Open every column family on disk, including ones a newer version added
-  // and this one does not know, plus any of ours that are missing.
+  // and this one does not know, plus the fixed ones that are missing.
   std::vector<std::string> names;
   rocksdb::Status listed =
       rocksdb::DB::ListColumnFamilies(db_options, options.data_dir, &names);
   if (!listed.ok()) names = {rocksdb::kDefaultColumnFamilyName};
-  for (const char* ours : {kLogColumn, kEventIdColumn, kIndexColumn,
-                           kConnectionColumn, kSessionColumn,
-                           kTimelineColumn}) {
-    if (std::find(names.begin(), names.end(), ours) == names.end()) {
-      names.push_back(ours);
+  for (const char* fixed : {kLogColumn, kEventIdColumn}) {
+    if (std::find(names.begin(), names.end(), fixed) == names.end()) {
+      names.push_back(fixed);
     }
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
@@ -268,40 +268,91 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
                                         descriptors, &handles, &raw);
   if (!s.ok()) return FromRocks(s);
   std::unique_ptr<rocksdb::DB> db(raw);
+  auto fail = [&](absl::Status status) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    return status;
+  };
 
-  auto columns = std::make_unique<Columns>();
+  auto columns = std::make_shared<Columns>();
   for (rocksdb::ColumnFamilyHandle* h : handles) {
     const std::string& name = h->GetName();
     if (name == rocksdb::kDefaultColumnFamilyName) columns->meta = h;
     if (name == kLogColumn) columns->log = h;
     if (name == kEventIdColumn) columns->event_ids = h;
-    if (name == kIndexColumn) columns->index = h;
-    if (name == kConnectionColumn) columns->connections = h;
-    if (name == kSessionColumn) columns->sessions = h;
-    if (name == kTimelineColumn) columns->timeline = h;
   }
-  auto close_handles = [&] {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-  };
-  absl::Status version = CheckFormatVersion(db.get(), columns->meta);
+  if (absl::Status v = CheckFormatVersion(db.get(), columns->meta); !v.ok()) {
+    return fail(v);
+  }
+  absl::StatusOr<uint64_t> generation =
+      ReadMetaNumber(db.get(), columns->meta, kGenerationKey, 0);
+  if (!generation.ok()) return fail(generation.status());
+  columns->generation = *generation;
+
+  // Pick the live generation's derived families; drop those of other
+  // generations (left by an interrupted rebuild or verify).
+  std::vector<rocksdb::ColumnFamilyHandle*> others;
+  rocksdb::ColumnFamilyHandle** derived[] = {
+      &columns->index, &columns->connections, &columns->sessions,
+      &columns->timeline};
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    const std::string& name = h->GetName();
+    bool live = false;
+    for (size_t i = 0; i < std::size(kDerivedColumns); ++i) {
+      if (name == DerivedColumnName(kDerivedColumns[i], *generation)) {
+        *derived[i] = h;
+        live = true;
+      }
+    }
+    if (live || h == columns->meta || h == columns->log ||
+        h == columns->event_ids) {
+      continue;
+    }
+    if (IsDerivedName(name) || name.rfind("verify.", 0) == 0) {
+      rocksdb::Status dropped = db->DropColumnFamily(h);
+      if (!dropped.ok()) return fail(FromRocks(dropped));
+    }
+    others.push_back(h);
+  }
+  for (size_t i = 0; i < std::size(kDerivedColumns); ++i) {
+    if (*derived[i] != nullptr) continue;
+    rocksdb::ColumnFamilyHandle* created = nullptr;
+    rocksdb::Status c = db->CreateColumnFamily(
+        cf_options, DerivedColumnName(kDerivedColumns[i], *generation),
+        &created);
+    if (!c.ok()) return fail(FromRocks(c));
+    handles.push_back(created);
+    *derived[i] = created;
+  }
+
   absl::StatusOr<Head> head = ReadHead(db.get(), columns->log);
-  if (!version.ok() || !head.ok()) {
-    close_handles();
-    return !version.ok() ? version : head.status();
-  }
-  return std::unique_ptr<EventStore>(
-      new EventStore(std::move(options), std::move(db), std::move(handles),
-                     std::move(columns), head->position, head->hash));
+  if (!head.ok()) return fail(head.status());
+  // Projections of a new database are built by this version's reducers.
+  absl::StatusOr<uint64_t> version = ReadMetaNumber(
+      db.get(), columns->meta, kProjectionVersionKey, kProjectionVersion);
+  if (!version.ok()) return fail(version.status());
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  rocksdb::Status put = db->Put(sync, columns->meta, kProjectionVersionKey,
+                                std::to_string(*version));
+  if (!put.ok()) return fail(FromRocks(put));
+
+  std::unique_ptr<EventStore> store(new EventStore(
+      std::move(options), std::move(db), std::move(others),
+      std::move(columns), head->position, head->hash, cf_options));
+  store->projection_version_.store(static_cast<uint32_t>(*version));
+  return store;
 }
 
 EventStore::EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
-                       std::vector<rocksdb::ColumnFamilyHandle*> handles,
-                       std::unique_ptr<Columns> columns, uint64_t head,
-                       std::string head_hash)
+                       std::vector<rocksdb::ColumnFamilyHandle*> other_handles,
+                       std::shared_ptr<const Columns> columns, uint64_t head,
+                       std::string head_hash,
+                       rocksdb::ColumnFamilyOptions cf_options)
     : options_(std::move(options)),
       db_(std::move(db)),
-      handles_(std::move(handles)),
-      cf_(std::move(columns)),
+      cf_options_(std::move(cf_options)),
+      other_handles_(std::move(other_handles)),
+      cols_(std::move(columns)),
       head_position_(head),
       head_hash_(std::move(head_hash)) {
   writer_ = std::thread([this] { WriterLoop(); });
@@ -309,7 +360,13 @@ EventStore::EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
 
 EventStore::~EventStore() {
   Shutdown();
-  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  std::shared_ptr<const Columns> cols = Cols();
+  for (auto* h : {cols->meta, cols->log, cols->event_ids, cols->index,
+                  cols->connections, cols->sessions, cols->timeline}) {
+    db_->DestroyColumnFamilyHandle(h);
+  }
+  for (auto* h : other_handles_) db_->DestroyColumnFamilyHandle(h);
+  for (auto* h : retired_) db_->DestroyColumnFamilyHandle(h);
   rocksdb::Status s = db_->Close();
   (void)s;  // Nothing more can be done about a failed close here.
 }
@@ -366,12 +423,17 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::AppendAndWait(
 void EventStore::WriterLoop() {
   while (true) {
     std::vector<std::unique_ptr<PendingAppend>> group;
+    std::unique_ptr<PendingAppend> task;
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and nothing left to commit
+      if (queue_.front()->task) {
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
       size_t events = 0;
-      while (!queue_.empty() &&
+      while (task == nullptr && !queue_.empty() && !queue_.front()->task &&
              (group.empty() ||
               events + queue_.front()->events.size() <=
                   options_.max_group_events)) {
@@ -381,8 +443,26 @@ void EventStore::WriterLoop() {
         queue_.pop_front();
       }
     }
-    CommitGroup(group);
+    if (task != nullptr) {
+      task->task();
+    } else {
+      CommitGroup(group);
+    }
   }
+}
+
+absl::Status EventStore::RunOnWriter(std::function<absl::Status()> task) {
+  std::promise<absl::Status> promise;
+  auto future = promise.get_future();
+  auto pending = std::make_unique<PendingAppend>();
+  pending->task = [&promise, &task] { promise.set_value(task()); };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the store is shutting down");
+    queue_.push_back(std::move(pending));
+  }
+  work_ready_.notify_one();
+  return future.get();
 }
 
 // Builds the write batch of one group: log records, id index, secondary
@@ -393,7 +473,8 @@ class EventStore::GroupCommit {
   GroupCommit(EventStore* store, uint64_t next_position,
               std::string chain, absl::Time now)
       : store_(store),
-        cf_(*store->cf_),
+        cols_(store->Cols()),
+        cf_(*cols_),
         batch_(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
         next_position_(next_position),
         chain_(std::move(chain)),
@@ -422,12 +503,9 @@ class EventStore::GroupCommit {
                                                  const std::string& bytes);
   absl::Status Write(const AuthEvent& event, const std::string& bytes,
                      uint64_t position);
-  absl::Status ReduceInto(const RecordedEvent& recorded);
-  absl::Status CountFailure(const RecordedEvent& recorded);
-  absl::StatusOr<std::string> Get(rocksdb::ColumnFamilyHandle* cf,
-                                  const std::string& key);
 
   EventStore* store_;
+  std::shared_ptr<const Columns> cols_;
   const Columns& cf_;
   rocksdb::WriteBatchWithIndex batch_;
   uint64_t next_position_;
@@ -437,16 +515,6 @@ class EventStore::GroupCommit {
   // Event ids written by this group: position and stable bytes.
   std::unordered_map<std::string, std::pair<uint64_t, std::string>> written_;
 };
-
-absl::StatusOr<std::string> EventStore::GroupCommit::Get(
-    rocksdb::ColumnFamilyHandle* cf, const std::string& key) {
-  std::string value;
-  rocksdb::Status s = batch_.GetFromBatchAndDB(
-      store_->db_.get(), rocksdb::ReadOptions(), cf, key, &value);
-  if (s.IsNotFound()) return std::string();
-  if (!s.ok()) return FromRocks(s);
-  return value;
-}
 
 absl::StatusOr<std::optional<uint64_t>> EventStore::GroupCommit::Lookup(
     const std::string& event_id, const std::string& bytes) {
@@ -564,77 +632,8 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
       !s.ok()) {
     return s;
   }
-  for (const IndexFor& index : IndexesOf(event)) {
-    std::string key = IndexKey(index.tag, index.id ? *index.id : "",
-                               event.occurred_at(), position);
-    if (absl::Status s = put(cf_.index, key, ""); !s.ok()) return s;
-  }
   written_[event.event_id()] = {position, bytes};
-  if (absl::Status s = ReduceInto(recorded); !s.ok()) return s;
-  return CountFailure(recorded);
-}
-
-absl::Status EventStore::GroupCommit::ReduceInto(
-    const RecordedEvent& recorded) {
-  const AuthEvent& e = recorded.event();
-  if (!e.connection_id().empty()) {
-    std::string key = ConnectionKey(e.connection_id());
-    absl::StatusOr<std::string> value = Get(cf_.connections, key);
-    if (!value.ok()) return value.status();
-    ConnectionRecord record;
-    if (!record.ParseFromString(*value)) {
-      return absl::DataLossError("malformed connection record");
-    }
-    std::string patient_before = record.view().patient_id();
-    ReduceConnection(recorded, &record);
-    const std::string& patient = record.view().patient_id();
-    if (patient != patient_before && !patient.empty()) {
-      rocksdb::Status s = batch_.Put(
-          cf_.connections, PatientConnectionKey(patient, e.connection_id()),
-          "");
-      if (!s.ok()) return FromRocks(s);
-    }
-    rocksdb::Status s =
-        batch_.Put(cf_.connections, key, SerializeStable(record));
-    if (!s.ok()) return FromRocks(s);
-  }
-  if (!e.session_id().empty()) {
-    absl::StatusOr<std::string> value = Get(cf_.sessions, e.session_id());
-    if (!value.ok()) return value.status();
-    SessionRecord record;
-    if (!record.ParseFromString(*value)) {
-      return absl::DataLossError("malformed session record");
-    }
-    ReduceSession(recorded, &record);
-    rocksdb::Status s =
-        batch_.Put(cf_.sessions, e.session_id(), SerializeStable(record));
-    if (!s.ok()) return FromRocks(s);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status EventStore::GroupCommit::CountFailure(
-    const RecordedEvent& recorded) {
-  const AuthEvent& e = recorded.event();
-  if (!IsFailure(e)) return absl::OkStatus();
-  int64_t minute = MinuteOf(e.occurred_at());
-  std::pair<TimelineTag, const std::string*> scopes[] = {
-      {TimelineTag::kPatient, &e.patient_id()},
-      {TimelineTag::kConnection, &e.connection_id()},
-      {TimelineTag::kSource, &e.source().id()},
-  };
-  for (const auto& [tag, id] : scopes) {
-    if (id->empty()) continue;
-    std::string key = TimelineKey(tag, *id, minute, e.error_code());
-    absl::StatusOr<std::string> value = Get(cf_.timeline, key);
-    if (!value.ok()) return value.status();
-    uint64_t count = GetFixed64(*value).value_or(0) + 1;
-    std::string encoded;
-    PutFixed64(&encoded, count);
-    rocksdb::Status s = batch_.Put(cf_.timeline, key, encoded);
-    if (!s.ok()) return FromRocks(s);
-  }
-  return absl::OkStatus();
+  return ProjectionWriter(store_->db_.get(), cf_, &batch_).Apply(recorded);
 }
 
 void EventStore::CommitGroup(

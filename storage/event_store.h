@@ -101,6 +101,43 @@ struct TimelineQuery {
   uint32_t burst_threshold = 5;
 };
 
+struct Columns;
+
+// Progress of a long operation: events done out of a total that may grow
+// while appends go on. Called from the operation's thread.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct RebuildResult {
+  // Events replayed, in all.
+  uint64_t events = 0;
+  // The generation of derived families now live.
+  uint64_t generation = 0;
+  absl::Duration elapsed;
+};
+
+struct VerifyOptions {
+  // When set, the chain hash at `anchor_position` must equal `anchor_hash`
+  // (32 raw bytes): proof that the log up to there is the one anchored.
+  std::optional<uint64_t> anchor_position;
+  std::string anchor_hash;
+  // Also compare every derived family with a replay of the log.
+  bool check_projections = true;
+};
+
+struct VerifyReport {
+  bool ok = true;
+  // Log records checked (the head at the snapshot verified).
+  uint64_t events = 0;
+  std::string head_hash;
+  // When !ok: what is wrong, where. `position` is set for log problems,
+  // `family` and `key` for derived families that differ from a replay.
+  std::string problem;
+  uint64_t position = 0;
+  std::string family;
+  std::string key;
+  absl::Duration elapsed;
+};
+
 class EventStore {
  public:
   // Opens (or creates) the database in `options.data_dir` and starts the
@@ -143,6 +180,32 @@ class EventStore {
   absl::StatusOr<authtrail::v1::RecordedEvent> ReadEvent(
       uint64_t position) const;
 
+  // Replays the whole log into a fresh set of derived families beside the
+  // live ones, then switches to them atomically. Appends and reads go on
+  // meanwhile; events appended during the rebuild are in the result.
+  // ABORTED when another rebuild or verify is running.
+  absl::StatusOr<RebuildResult> Rebuild(const ProgressFn& progress = nullptr);
+
+  // Checks, at one snapshot, that log positions are gap-free from 1, that
+  // every record parses and its chain hash holds, that the id index matches
+  // the log, and that every derived family equals a replay of the log. The
+  // first problem found is reported (ok = false), not returned as an error.
+  absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options = {},
+                                      const ProgressFn& progress = nullptr);
+
+  // Writes a consistent copy of the database (a RocksDB checkpoint: hard
+  // links where possible) into `dir`, which must not exist yet.
+  absl::Status Backup(const std::string& dir);
+
+  // Events from `from` (>= 1) on, at most `limit` of them, by position.
+  absl::StatusOr<std::vector<authtrail::v1::RecordedEvent>> ReadRange(
+      uint64_t from, size_t limit) const;
+
+  // The reducer version the live projections were built with.
+  uint32_t ProjectionVersion() const;
+  // The generation of the live derived families.
+  uint64_t Generation() const;
+
   // Position of the newest durable event; 0 for an empty log.
   uint64_t HeadPosition() const { return head_position_.load(); }
   // Chain hash of the newest durable record (32 bytes; zeros when empty).
@@ -153,13 +216,25 @@ class EventStore {
 
  private:
   struct PendingAppend;
-  struct Columns;
   class GroupCommit;
 
   EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
-             std::vector<rocksdb::ColumnFamilyHandle*> handles,
-             std::unique_ptr<Columns> columns, uint64_t head,
-             std::string head_hash);
+             std::vector<rocksdb::ColumnFamilyHandle*> other_handles,
+             std::shared_ptr<const Columns> columns, uint64_t head,
+             std::string head_hash, rocksdb::ColumnFamilyOptions cf_options);
+
+  // Runs `task` on the writer thread between two groups, so that no append
+  // commits while it runs, and returns its result.
+  absl::Status RunOnWriter(std::function<absl::Status()> task);
+  // Replays log positions [from, to] into the derived families of `target`.
+  absl::Status Replay(const Columns& target, uint64_t from, uint64_t to,
+                      bool durable, const ProgressFn& progress,
+                      uint64_t total) const;
+  // Creates the derived families named by `name_of(base)`.
+  absl::StatusOr<std::shared_ptr<Columns>> CreateDerived(
+      const Columns& like, uint64_t generation,
+      const std::function<std::string(const char*)>& name_of);
+  absl::Status DropDerived(const Columns& columns);
 
   void WriterLoop();
   void CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
@@ -167,12 +242,29 @@ class EventStore {
 
   const StoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
-  // Every handle opened, known or not; closed before db_.
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  std::unique_ptr<Columns> cf_;
+  // Options of every column family, for the ones rebuilds create.
+  const rocksdb::ColumnFamilyOptions cf_options_;
+  // The live column families; replaced whole when a rebuild switches.
+  std::shared_ptr<const Columns> Cols() const {
+    std::lock_guard<std::mutex> lock(cols_mu_);
+    return cols_;
+  }
+
+  // Handles of families opened but not in use by this version (a newer
+  // version's, or leftovers); closed before db_.
+  std::vector<rocksdb::ColumnFamilyHandle*> other_handles_;
+  mutable std::mutex cols_mu_;
+  std::shared_ptr<const Columns> cols_;  // guarded by cols_mu_
   std::atomic<uint64_t> head_position_;
   mutable std::mutex head_mu_;
   std::string head_hash_;  // guarded by head_mu_
+  // Held by a rebuild or verify for its whole run.
+  std::mutex maintenance_mu_;
+  std::atomic<uint32_t> projection_version_{0};
+  // Handles of dropped families, destroyed at close (readers may still
+  // hold a Columns that names them).
+  std::mutex retired_mu_;
+  std::vector<rocksdb::ColumnFamilyHandle*> retired_;  // guarded by retired_mu_
 
   std::mutex mu_;
   std::condition_variable work_ready_;

@@ -188,9 +188,10 @@ Timestamp MinuteStart(int64_t minute) {
 }  // namespace
 
 absl::StatusOr<RecordedEvent> EventStore::ReadEvent(uint64_t position) const {
+  std::shared_ptr<const Columns> cols = Cols();
   std::string value;
   rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), cf_->log, LogKey(position), &value);
+      db_->Get(rocksdb::ReadOptions(), cols->log, LogKey(position), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(absl::StrCat("no event at position ", position));
   }
@@ -204,8 +205,9 @@ absl::StatusOr<RecordedEvent> EventStore::ReadEvent(uint64_t position) const {
 
 absl::StatusOr<authtrail::v1::Connection> EventStore::GetConnection(
     std::string_view connection_id) const {
+  std::shared_ptr<const Columns> cols = Cols();
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf_->connections,
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cols->connections,
                                ConnectionKey(connection_id), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
@@ -221,9 +223,10 @@ absl::StatusOr<authtrail::v1::Connection> EventStore::GetConnection(
 
 absl::StatusOr<std::vector<authtrail::v1::Connection>>
 EventStore::ListConnections(std::string_view patient_id, size_t limit) const {
+  std::shared_ptr<const Columns> cols = Cols();
   SnapshotReader reader(db_.get());
   std::string prefix = PatientConnectionsPrefix(patient_id);
-  IndexScan scan(reader, cf_->connections, prefix, PrefixSuccessor(prefix),
+  IndexScan scan(reader, cols->connections, prefix, PrefixSuccessor(prefix),
                  /*reverse=*/false);
   std::vector<std::string> keys;
   for (; scan.Valid() && keys.size() < limit; scan.Next()) {
@@ -234,7 +237,7 @@ EventStore::ListConnections(std::string_view patient_id, size_t limit) const {
   if (absl::Status s = scan.status(); !s.ok()) return s;
 
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), cf_->connections);
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), cols->connections);
   std::vector<std::string> values;
   std::vector<rocksdb::Status> statuses =
       db_->MultiGet(reader.options(), cfs, slices, &values);
@@ -253,6 +256,7 @@ EventStore::ListConnections(std::string_view patient_id, size_t limit) const {
 
 absl::StatusOr<EventPage> EventStore::ListEvents(
     const EventQuery& query) const {
+  std::shared_ptr<const Columns> cols = Cols();
   SnapshotReader reader(db_.get());
   IndexChoice index = ChooseIndex(query.filter);
   std::string prefix = IndexPrefix(index.tag, index.id);
@@ -271,7 +275,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   }
   EventPage page;
   if (lower >= upper) return page;
-  IndexScan scan(reader, cf_->index, lower, upper, !query.oldest_first);
+  IndexScan scan(reader, cols->index, lower, upper, !query.oldest_first);
 
   size_t scanned = 0;
   size_t bytes = 0;
@@ -289,7 +293,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
       cursors.push_back({entry->time, entry->position});
     }
     std::vector<RecordedEvent> events;
-    if (absl::Status s = ReadLog(reader, cf_->log, positions, &events);
+    if (absl::Status s = ReadLog(reader, cols->log, positions, &events);
         !s.ok()) {
       return s;
     }
@@ -328,7 +332,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
     if (probe_lower >= probe_upper) {
       page.next.reset();
     } else {
-      IndexScan probe(reader, cf_->index, probe_lower, probe_upper,
+      IndexScan probe(reader, cols->index, probe_lower, probe_upper,
                       !query.oldest_first);
       if (!probe.Valid()) page.next.reset();
     }
@@ -340,9 +344,10 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
 
 absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
     std::string_view session_id) const {
+  std::shared_ptr<const Columns> cols = Cols();
   SnapshotReader reader(db_.get());
   std::string value;
-  rocksdb::Status s = db_->Get(reader.options(), cf_->sessions,
+  rocksdb::Status s = db_->Get(reader.options(), cols->sessions,
                                std::string(session_id), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
@@ -365,7 +370,7 @@ absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
         record.steps(authtrail::v1::STEP_TOKEN_EXCHANGE).succeeded();
     std::string prefix =
         IndexPrefix(IndexTag::kConnection, record.connection_id());
-    IndexScan scan(reader, cf_->index,
+    IndexScan scan(reader, cols->index,
                    TimeBound(prefix, exchange.occurred_at()),
                    PrefixSuccessor(prefix), /*reverse=*/false);
     bool go_on = true;
@@ -375,7 +380,7 @@ absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
         positions.push_back(IndexKeyPosition(scan.key()).value_or(0));
       }
       std::vector<RecordedEvent> events;
-      if (absl::Status st = ReadLog(reader, cf_->log, positions, &events);
+      if (absl::Status st = ReadLog(reader, cols->log, positions, &events);
           !st.ok()) {
         return st;
       }
@@ -399,6 +404,7 @@ absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
 
 absl::StatusOr<authtrail::v1::GetFailureTimelineResponse>
 EventStore::FailureTimeline(const TimelineQuery& query) const {
+  std::shared_ptr<const Columns> cols = Cols();
   SnapshotReader reader(db_.get());
   authtrail::v1::GetFailureTimelineResponse out;
   out.set_burst_threshold(query.burst_threshold);
@@ -420,7 +426,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
 
   auto count_events = [&](const Timestamp& from,
                           const Timestamp& to) -> absl::Status {
-    IndexScan scan(reader, cf_->index, TimeBound(index_prefix, from),
+    IndexScan scan(reader, cols->index, TimeBound(index_prefix, from),
                    TimeBound(index_prefix, to), /*reverse=*/false);
     std::vector<uint64_t> positions;
     std::vector<int64_t> seconds;
@@ -432,7 +438,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
     }
     if (absl::Status s = scan.status(); !s.ok()) return s;
     std::vector<RecordedEvent> events;
-    if (absl::Status s = ReadLog(reader, cf_->log, positions, &events);
+    if (absl::Status s = ReadLog(reader, cols->log, positions, &events);
         !s.ok()) {
       return s;
     }
@@ -457,7 +463,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
     AppendSignedBigEndian(&lower, first_minute);
     std::string upper = prefix;
     AppendSignedBigEndian(&upper, end_minute);
-    IndexScan scan(reader, cf_->timeline, lower, upper, /*reverse=*/false);
+    IndexScan scan(reader, cols->timeline, lower, upper, /*reverse=*/false);
     for (; scan.Valid(); scan.Next()) {
       std::optional<TimelineEntry> e = DecodeTimelineSuffix(prefix, scan.key());
       std::optional<uint64_t> n = GetFixed64(scan.value());
@@ -495,7 +501,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
   out.set_total(total);
 
   // The newest failures of the range.
-  IndexScan newest(reader, cf_->index, TimeBound(index_prefix, start),
+  IndexScan newest(reader, cols->index, TimeBound(index_prefix, start),
                    TimeBound(index_prefix, end), /*reverse=*/true);
   std::vector<uint64_t> positions;
   for (; newest.Valid() && positions.size() < query.max_events;
@@ -505,7 +511,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
   if (absl::Status s = newest.status(); !s.ok()) return s;
   out.set_events_truncated(newest.Valid());
   std::vector<RecordedEvent> events;
-  if (absl::Status s = ReadLog(reader, cf_->log, positions, &events);
+  if (absl::Status s = ReadLog(reader, cols->log, positions, &events);
       !s.ok()) {
     return s;
   }
@@ -514,6 +520,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
 }
 
 absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
+  std::shared_ptr<const Columns> cols = Cols();
   authtrail::v1::Stats stats;
   uint64_t head = head_position_.load();
   stats.set_head_position(head);
@@ -521,7 +528,9 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
   stats.set_event_count(head);  // positions are gap-free from 1
   stats.set_format_version(kFormatVersion);
   uint64_t total = 0;
-  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+  for (rocksdb::ColumnFamilyHandle* h :
+       {cols->meta, cols->log, cols->event_ids, cols->index,
+        cols->connections, cols->sessions, cols->timeline}) {
     uint64_t sst = 0;
     uint64_t mem = 0;
     db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
@@ -532,10 +541,10 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
   }
   stats.set_disk_bytes(total);
   uint64_t keys = 0;
-  db_->GetIntProperty(cf_->sessions, rocksdb::DB::Properties::kEstimateNumKeys,
+  db_->GetIntProperty(cols->sessions, rocksdb::DB::Properties::kEstimateNumKeys,
                       &keys);
   stats.set_session_count(keys);
-  db_->GetIntProperty(cf_->connections,
+  db_->GetIntProperty(cols->connections,
                       rocksdb::DB::Properties::kEstimateNumKeys, &keys);
   // The connections family also holds one patient link per connection.
   stats.set_connection_count(keys / 2);

@@ -17,6 +17,11 @@ using records::v1::ConnectionRecord;
 using records::v1::OrderKey;
 using records::v1::SessionRecord;
 
+// The version of the reducers' output. A release that changes what a
+// reducer produces raises it; a store whose projections were built by an
+// older version rebuilds them from the log.
+inline constexpr uint32_t kProjectionVersion = 1;
+
 // An event whose occurred_at is ahead of the server's clock by more than
 // this is future-dated: kept as sent, but ordered by its recorded_at.
 inline constexpr absl::Duration kFutureTolerance = absl::Minutes(5);

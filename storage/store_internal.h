@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "google/protobuf/message_lite.h"
 #include "rocksdb/db.h"
@@ -21,15 +22,38 @@ inline constexpr char kSessionColumn[] = "sessions";
 inline constexpr char kTimelineColumn[] = "timeline";
 inline constexpr char kFormatVersionKey[] = "format_version";
 
-struct EventStore::Columns {
+// Metadata key: the generation of the live projection families.
+inline constexpr char kGenerationKey[] = "projection_generation";
+// Metadata key: the reducer version the live projections were built with.
+inline constexpr char kProjectionVersionKey[] = "projection_version";
+
+// The handles a reader or writer uses. The log, the id index and metadata
+// never move; the derived families (secondary indexes and projections) are
+// replaced as a set when a rebuild switches generations. A Columns is
+// immutable once published; the handles it does not own stay valid while
+// any copy of the shared pointer lives.
+struct Columns {
   rocksdb::ColumnFamilyHandle* meta = nullptr;
   rocksdb::ColumnFamilyHandle* log = nullptr;
   rocksdb::ColumnFamilyHandle* event_ids = nullptr;
+  // Derived: rebuilt from the log.
   rocksdb::ColumnFamilyHandle* index = nullptr;
   rocksdb::ColumnFamilyHandle* connections = nullptr;
   rocksdb::ColumnFamilyHandle* sessions = nullptr;
   rocksdb::ColumnFamilyHandle* timeline = nullptr;
+  uint64_t generation = 0;
+
+  std::vector<rocksdb::ColumnFamilyHandle*> Derived() const {
+    return {index, connections, sessions, timeline};
+  }
 };
+
+// The name of a derived family in `generation`: the bare base name for
+// generation 0, `base.gN` after N rebuilds.
+std::string DerivedColumnName(std::string_view base, uint64_t generation);
+// The bases of the derived families, in Columns::Derived() order.
+inline constexpr const char* kDerivedColumns[] = {
+    kIndexColumn, kConnectionColumn, kSessionColumn, kTimelineColumn};
 
 // Serializes with a stable byte order (map entries sorted), so that equal
 // messages give equal bytes: projections replayed from the log match the

@@ -1,0 +1,366 @@
+// Operations on the whole log: replay, rebuild, verify, backup, ranges.
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/utilities/write_batch_with_index.h"
+#include "storage/event_store.h"
+#include "storage/keys.h"
+#include "storage/projection_writer.h"
+#include "storage/reducers.h"
+#include "storage/store_internal.h"
+
+namespace authtrail::storage {
+namespace {
+
+using authtrail::v1::RecordedEvent;
+
+// Events replayed per write batch.
+constexpr size_t kReplayChunk = 2000;
+// A rebuild pauses appends only for the last stretch of at most this many
+// events.
+constexpr uint64_t kCatchUpEvents = 5000;
+
+std::string Hex(std::string_view bytes) {
+  return absl::BytesToHexString(absl::string_view(bytes.data(), bytes.size()));
+}
+
+}  // namespace
+
+uint32_t EventStore::ProjectionVersion() const {
+  return projection_version_.load();
+}
+
+uint64_t EventStore::Generation() const { return Cols()->generation; }
+
+absl::StatusOr<std::shared_ptr<Columns>> EventStore::CreateDerived(
+    const Columns& like, uint64_t generation,
+    const std::function<std::string(const char*)>& name_of) {
+  auto out = std::make_shared<Columns>(like);
+  out->generation = generation;
+  rocksdb::ColumnFamilyHandle** slots[] = {&out->index, &out->connections,
+                                           &out->sessions, &out->timeline};
+  for (size_t i = 0; i < std::size(kDerivedColumns); ++i) {
+    rocksdb::ColumnFamilyHandle* created = nullptr;
+    rocksdb::Status s = db_->CreateColumnFamily(
+        cf_options_, name_of(kDerivedColumns[i]), &created);
+    if (!s.ok()) {
+      for (size_t j = 0; j < i; ++j) {
+        rocksdb::Status dropped = db_->DropColumnFamily(*slots[j]);
+        (void)dropped;  // dropped again at the next open if this fails
+        db_->DestroyColumnFamilyHandle(*slots[j]);
+      }
+      return FromRocks(s);
+    }
+    *slots[i] = created;
+  }
+  return out;
+}
+
+absl::Status EventStore::DropDerived(const Columns& columns) {
+  absl::Status result;
+  std::lock_guard<std::mutex> lock(retired_mu_);
+  for (rocksdb::ColumnFamilyHandle* h : columns.Derived()) {
+    rocksdb::Status s = db_->DropColumnFamily(h);
+    if (!s.ok() && result.ok()) result = FromRocks(s);
+    retired_.push_back(h);
+  }
+  return result;
+}
+
+absl::Status EventStore::Replay(const Columns& target, uint64_t from,
+                                uint64_t to, bool durable,
+                                const ProgressFn& progress,
+                                uint64_t total) const {
+  if (from > to) return absl::OkStatus();
+  std::string lower = LogKey(from);
+  std::string upper = LogKey(to + 1);
+  rocksdb::Slice lower_slice(lower);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions read;
+  read.iterate_lower_bound = &lower_slice;
+  read.iterate_upper_bound = &upper_slice;
+  read.readahead_size = 2 << 20;
+  read.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read, target.log));
+
+  rocksdb::WriteOptions write;
+  write.disableWAL = !durable;
+  write.sync = durable && options_.sync;
+  uint64_t expected = from;
+  it->SeekToFirst();
+  while (it->Valid()) {
+    rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0,
+                                       /*overwrite_key=*/true);
+    ProjectionWriter writer(db_.get(), target, &batch);
+    size_t n = 0;
+    for (; it->Valid() && n < kReplayChunk; it->Next(), ++n, ++expected) {
+      std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());
+      if (position != expected) {
+        return absl::DataLossError(absl::StrCat(
+            "the log has no record at position ", expected));
+      }
+      RecordedEvent recorded;
+      if (absl::Status s = DecodeLogValue(it->value().ToStringView(),
+                                          expected, &recorded);
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = writer.Apply(recorded); !s.ok()) return s;
+    }
+    rocksdb::Status s = db_->Write(write, batch.GetWriteBatch());
+    if (!s.ok()) return FromRocks(s);
+    if (progress) progress(expected - 1, total);
+  }
+  if (!it->status().ok()) return FromRocks(it->status());
+  if (expected != to + 1) {
+    return absl::DataLossError(
+        absl::StrCat("the log has no record at position ", expected));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RebuildResult> EventStore::Rebuild(
+    const ProgressFn& progress) {
+  std::unique_lock<std::mutex> maintenance(maintenance_mu_, std::try_to_lock);
+  if (!maintenance.owns_lock()) {
+    return absl::AbortedError("a rebuild or verify is already running");
+  }
+  absl::Time started = absl::Now();
+  std::shared_ptr<const Columns> live = Cols();
+  uint64_t generation = live->generation + 1;
+  absl::StatusOr<std::shared_ptr<Columns>> shadow =
+      CreateDerived(*live, generation, [generation](const char* base) {
+        return DerivedColumnName(base, generation);
+      });
+  if (!shadow.ok()) return shadow.status();
+
+  // Bulk: replay without pausing appends (and without the WAL: the new
+  // families are flushed before they go live, and dropped at the next open
+  // if the rebuild does not finish).
+  uint64_t done = 0;
+  absl::Status status;
+  for (uint64_t head = HeadPosition(); status.ok() && head > done + kCatchUpEvents;
+       head = HeadPosition()) {
+    status = Replay(**shadow, done + 1, head, /*durable=*/false, progress,
+                    head);
+    done = head;
+  }
+  if (status.ok()) {
+    std::vector<rocksdb::ColumnFamilyHandle*> families = (*shadow)->Derived();
+    status = FromRocks(db_->Flush(rocksdb::FlushOptions(), families));
+  }
+  // Switch: with appends paused, replay the last stretch durably, record
+  // the new generation in the same synced write, and publish it.
+  uint64_t final_head = 0;
+  if (status.ok()) {
+    status = RunOnWriter([&]() -> absl::Status {
+      final_head = HeadPosition();
+      if (absl::Status s = Replay(**shadow, done + 1, final_head,
+                                  /*durable=*/true, progress, final_head);
+          !s.ok()) {
+        return s;
+      }
+      rocksdb::WriteBatch meta;
+      rocksdb::Status s1 = meta.Put(live->meta, kGenerationKey,
+                                    std::to_string(generation));
+      rocksdb::Status s2 = meta.Put(live->meta, kProjectionVersionKey,
+                                    std::to_string(kProjectionVersion));
+      if (!s1.ok() || !s2.ok()) return FromRocks(s1.ok() ? s2 : s1);
+      rocksdb::WriteOptions sync;
+      sync.sync = true;
+      if (absl::Status s = FromRocks(db_->Write(sync, &meta)); !s.ok()) {
+        return s;
+      }
+      {
+        std::lock_guard<std::mutex> lock(cols_mu_);
+        cols_ = *shadow;
+      }
+      projection_version_.store(kProjectionVersion);
+      return absl::OkStatus();
+    });
+  }
+  if (!status.ok()) {
+    absl::Status dropped = DropDerived(**shadow);
+    (void)dropped;  // leftovers are dropped at the next open
+    return status;
+  }
+  // Readers that still hold the old set keep reading it; its files go once
+  // they let go.
+  if (absl::Status s = DropDerived(*live); !s.ok()) return s;
+  return RebuildResult{final_head, generation, absl::Now() - started};
+}
+
+absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
+                                                const ProgressFn& progress) {
+  std::unique_lock<std::mutex> maintenance(maintenance_mu_, std::try_to_lock);
+  if (!maintenance.owns_lock()) {
+    return absl::AbortedError("a rebuild or verify is already running");
+  }
+  absl::Time started = absl::Now();
+  std::shared_ptr<const Columns> live = Cols();
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot.snapshot();
+  read.fill_cache = false;
+  VerifyReport report;
+  auto fail = [&](std::string problem, uint64_t position) {
+    report.ok = false;
+    report.problem = std::move(problem);
+    report.position = position;
+    report.elapsed = absl::Now() - started;
+    return report;
+  };
+
+  // 1. The log: gap-free positions, parsable records, an unbroken chain,
+  //    and an id index entry pointing back at each record.
+  std::string chain = GenesisHash();
+  uint64_t expected = 1;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read, live->log));
+    for (it->SeekToFirst(); it->Valid(); it->Next(), ++expected) {
+      std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());
+      if (!position.has_value()) {
+        return fail("a log key is not a position", expected);
+      }
+      if (*position != expected) {
+        return fail(absl::StrCat("position ", expected,
+                                 " is missing (next record is at ", *position,
+                                 ")"),
+                    expected);
+      }
+      std::string_view value = it->value().ToStringView();
+      RecordedEvent recorded;
+      std::string stored_hash;
+      if (!DecodeLogValue(value, expected, &recorded, &stored_hash).ok()) {
+        return fail("the record does not parse", expected);
+      }
+      std::string_view record = value.substr(kChainHashBytes);
+      std::string computed = ChainHash(chain, expected, record);
+      if (computed != stored_hash) {
+        return fail("the chain hash does not match: the record was changed, "
+                    "removed, inserted or moved at or before this position",
+                    expected);
+      }
+      if (recorded.position() != expected) {
+        return fail(absl::StrCat("the record says position ",
+                                 recorded.position()),
+                    expected);
+      }
+      if (options.anchor_position == expected &&
+          stored_hash != options.anchor_hash) {
+        return fail("the chain hash differs from the anchored one", expected);
+      }
+      std::string id_value;
+      rocksdb::Status s = db_->Get(read, live->event_ids,
+                                   recorded.event().event_id(), &id_value);
+      if (!s.ok() || GetFixed64(id_value) != expected) {
+        return fail("the event id index does not point at this record",
+                    expected);
+      }
+      chain = std::move(stored_hash);
+      if (progress && expected % 10000 == 0) progress(expected, 0);
+    }
+    if (!it->status().ok()) return FromRocks(it->status());
+  }
+  report.events = expected - 1;
+  report.head_hash = chain;
+  if (options.anchor_position.has_value() &&
+      *options.anchor_position > report.events) {
+    return fail("the anchored position is past the head of the log",
+                *options.anchor_position);
+  }
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(read, live->event_ids));
+    uint64_t ids = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++ids;
+    if (!it->status().ok()) return FromRocks(it->status());
+    if (ids != report.events) {
+      return fail(absl::StrCat("the event id index has ", ids,
+                               " entries for ", report.events, " records"),
+                  0);
+    }
+  }
+
+  // 2. The derived families: equal, key for key, to a replay of the same
+  //    log into scratch families.
+  if (options.check_projections) {
+    absl::StatusOr<std::shared_ptr<Columns>> scratch =
+        CreateDerived(*live, 0, [](const char* base) {
+          return absl::StrCat("verify.", base);
+        });
+    if (!scratch.ok()) return scratch.status();
+    absl::Status replayed = Replay(**scratch, 1, report.events,
+                                   /*durable=*/false, progress,
+                                   report.events);
+    std::vector<rocksdb::ColumnFamilyHandle*> ours = live->Derived();
+    std::vector<rocksdb::ColumnFamilyHandle*> theirs = (*scratch)->Derived();
+    for (size_t i = 0; replayed.ok() && report.ok && i < ours.size(); ++i) {
+      std::unique_ptr<rocksdb::Iterator> a(db_->NewIterator(read, ours[i]));
+      std::unique_ptr<rocksdb::Iterator> b(
+          db_->NewIterator(rocksdb::ReadOptions(), theirs[i]));
+      a->SeekToFirst();
+      b->SeekToFirst();
+      for (; a->Valid() && b->Valid(); a->Next(), b->Next()) {
+        if (a->key() != b->key() || a->value() != b->value()) break;
+      }
+      if (a->Valid() || b->Valid()) {
+        std::string key = a->Valid() && b->Valid()
+                              ? std::min(a->key().ToString(),
+                                         b->key().ToString())
+                              : (a->Valid() ? a->key() : b->key()).ToString();
+        fail(absl::StrCat("family ", kDerivedColumns[i],
+                          " differs from a replay of the log at key ",
+                          Hex(key)),
+             0);
+        report.family = kDerivedColumns[i];
+        report.key = Hex(key);
+      }
+    }
+    absl::Status dropped = DropDerived(**scratch);
+    if (!replayed.ok()) return replayed;
+    if (!dropped.ok()) return dropped;
+  }
+  report.elapsed = absl::Now() - started;
+  return report;
+}
+
+absl::Status EventStore::Backup(const std::string& dir) {
+  if (std::filesystem::exists(dir)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("backup folder ", dir, " already exists"));
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocks(s);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  return FromRocks(checkpoint->CreateCheckpoint(dir));
+}
+
+absl::StatusOr<std::vector<RecordedEvent>> EventStore::ReadRange(
+    uint64_t from, size_t limit) const {
+  std::shared_ptr<const Columns> cols = Cols();
+  std::string lower = LogKey(std::max<uint64_t>(from, 1));
+  rocksdb::Slice lower_slice(lower);
+  rocksdb::ReadOptions read;
+  read.iterate_lower_bound = &lower_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read, cols->log));
+  std::vector<RecordedEvent> out;
+  for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
+    uint64_t position = DecodeLogKey(it->key().ToStringView()).value_or(0);
+    RecordedEvent recorded;
+    if (absl::Status s =
+            DecodeLogValue(it->value().ToStringView(), position, &recorded);
+        !s.ok()) {
+      return s;
+    }
+    out.push_back(std::move(recorded));
+  }
+  if (!it->status().ok()) return FromRocks(it->status());
+  return out;
+}
+
+}  // namespace authtrail::storage

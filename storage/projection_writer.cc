@@ -1,0 +1,144 @@
+#include "storage/projection_writer.h"
+
+#include <utility>
+#include <vector>
+
+#include "authtrail/records/v1/records.pb.h"
+#include "storage/keys.h"
+#include "storage/reducers.h"
+
+namespace authtrail::storage {
+namespace {
+
+using authtrail::v1::AuthEvent;
+using authtrail::v1::RecordedEvent;
+
+// Whether an index tag applies to `event`, and with which id.
+struct IndexFor {
+  IndexTag tag;
+  const std::string* id;
+};
+
+std::vector<IndexFor> IndexesOf(const AuthEvent& e) {
+  std::vector<IndexFor> out;
+  out.push_back({IndexTag::kAll, nullptr});
+  auto add = [&out](IndexTag tag, const std::string& id) {
+    if (!id.empty()) out.push_back({tag, &id});
+  };
+  add(IndexTag::kPatient, e.patient_id());
+  add(IndexTag::kConnection, e.connection_id());
+  add(IndexTag::kSession, e.session_id());
+  add(IndexTag::kRequest, e.request_id());
+  add(IndexTag::kSource, e.source().id());
+  if (IsFailure(e)) {
+    add(IndexTag::kErrorCode, e.error_code());
+    add(IndexTag::kPatientFailure, e.patient_id());
+    add(IndexTag::kConnectionFailure, e.connection_id());
+    add(IndexTag::kSourceFailure, e.source().id());
+  }
+  return out;
+}
+
+int64_t MinuteOf(const google::protobuf::Timestamp& ts) {
+  int64_t s = ts.seconds();
+  return s >= 0 ? s / 60 : -((-s + 59) / 60);
+}
+
+}  // namespace
+
+absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded) {
+  if (absl::Status s = WriteIndexes(recorded); !s.ok()) return s;
+  if (absl::Status s = ReduceInto(recorded); !s.ok()) return s;
+  return CountFailure(recorded);
+}
+
+absl::StatusOr<std::string> ProjectionWriter::Get(
+    rocksdb::ColumnFamilyHandle* cf, const std::string& key) {
+  std::string value;
+  rocksdb::Status s =
+      batch_->GetFromBatchAndDB(db_, rocksdb::ReadOptions(), cf, key, &value);
+  if (s.IsNotFound()) return std::string();
+  if (!s.ok()) return FromRocks(s);
+  return value;
+}
+
+absl::Status ProjectionWriter::Put(rocksdb::ColumnFamilyHandle* cf,
+                                   const std::string& key,
+                                   const std::string& value) {
+  return FromRocks(batch_->Put(cf, key, value));
+}
+
+absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
+  const AuthEvent& event = recorded.event();
+  for (const IndexFor& index : IndexesOf(event)) {
+    std::string key = IndexKey(index.tag, index.id ? *index.id : "",
+                               event.occurred_at(), recorded.position());
+    if (absl::Status s = Put(cf_.index, key, ""); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ProjectionWriter::ReduceInto(
+    const RecordedEvent& recorded) {
+  const AuthEvent& e = recorded.event();
+  if (!e.connection_id().empty()) {
+    std::string key = ConnectionKey(e.connection_id());
+    absl::StatusOr<std::string> value = Get(cf_.connections, key);
+    if (!value.ok()) return value.status();
+    ConnectionRecord record;
+    if (!record.ParseFromString(*value)) {
+      return absl::DataLossError("malformed connection record");
+    }
+    std::string patient_before = record.view().patient_id();
+    ReduceConnection(recorded, &record);
+    const std::string& patient = record.view().patient_id();
+    if (patient != patient_before && !patient.empty()) {
+      rocksdb::Status s = batch_->Put(
+          cf_.connections, PatientConnectionKey(patient, e.connection_id()),
+          "");
+      if (!s.ok()) return FromRocks(s);
+    }
+    rocksdb::Status s =
+        batch_->Put(cf_.connections, key, SerializeStable(record));
+    if (!s.ok()) return FromRocks(s);
+  }
+  if (!e.session_id().empty()) {
+    absl::StatusOr<std::string> value = Get(cf_.sessions, e.session_id());
+    if (!value.ok()) return value.status();
+    SessionRecord record;
+    if (!record.ParseFromString(*value)) {
+      return absl::DataLossError("malformed session record");
+    }
+    ReduceSession(recorded, &record);
+    rocksdb::Status s =
+        batch_->Put(cf_.sessions, e.session_id(), SerializeStable(record));
+    if (!s.ok()) return FromRocks(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ProjectionWriter::CountFailure(
+    const RecordedEvent& recorded) {
+  const AuthEvent& e = recorded.event();
+  if (!IsFailure(e)) return absl::OkStatus();
+  int64_t minute = MinuteOf(e.occurred_at());
+  std::pair<TimelineTag, const std::string*> scopes[] = {
+      {TimelineTag::kPatient, &e.patient_id()},
+      {TimelineTag::kConnection, &e.connection_id()},
+      {TimelineTag::kSource, &e.source().id()},
+  };
+  for (const auto& [tag, id] : scopes) {
+    if (id->empty()) continue;
+    std::string key = TimelineKey(tag, *id, minute, e.error_code());
+    absl::StatusOr<std::string> value = Get(cf_.timeline, key);
+    if (!value.ok()) return value.status();
+    uint64_t count = GetFixed64(*value).value_or(0) + 1;
+    std::string encoded;
+    PutFixed64(&encoded, count);
+    rocksdb::Status s = batch_->Put(cf_.timeline, key, encoded);
+    if (!s.ok()) return FromRocks(s);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace authtrail::storage
