@@ -6,6 +6,8 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/escaping.h"
+#include "nlohmann/json.hpp"
 #include "services/log.h"
 #include "services/server.h"
 
@@ -25,6 +27,58 @@ sigset_t BlockStopSignals() {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
+}
+
+// Rebuilds or verifies a stopped server's data folder. Prints one JSON line
+// with the result on stdout.
+int RunOffline(const authtrail::storage::StoreOptions& options,
+               bool rebuild) {
+  using authtrail::services::LogEvent;
+  auto store = authtrail::storage::EventStore::Open(options);
+  if (!store.ok()) {
+    LogEvent(spdlog::level::critical, "open_failed",
+             {{"error", store.status().ToString()}});
+    return 1;
+  }
+  auto progress = [](uint64_t done, uint64_t total) {
+    LogEvent(spdlog::level::info, "progress",
+             {{"done", done}, {"total", total}});
+  };
+  nlohmann::json out;
+  if (rebuild) {
+    auto result = (*store)->Rebuild(progress);
+    if (!result.ok()) {
+      LogEvent(spdlog::level::err, "rebuild_failed",
+               {{"error", result.status().ToString()}});
+      return 1;
+    }
+    double seconds = absl::ToDoubleSeconds(result->elapsed);
+    out = {{"rebuilt_events", result->events},
+           {"generation", result->generation},
+           {"seconds", seconds},
+           {"events_per_second", seconds > 0 ? result->events / seconds : 0}};
+  } else {
+    auto report = (*store)->Verify({}, progress);
+    if (!report.ok()) {
+      LogEvent(spdlog::level::err, "verify_failed",
+               {{"error", report.status().ToString()}});
+      return 1;
+    }
+    out = {{"ok", report->ok},
+           {"events", report->events},
+           {"head_hash", absl::BytesToHexString(report->head_hash)},
+           {"seconds", absl::ToDoubleSeconds(report->elapsed)}};
+    if (!report->ok) {
+      out["problem"] = report->problem;
+      out["position"] = report->position;
+      out["family"] = report->family;
+      out["key"] = report->key;
+    }
+    std::cout << out.dump() << std::endl;
+    return report->ok ? 0 : 3;
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
 }
 
 }  // namespace
@@ -57,6 +111,14 @@ int main(int argc, char** argv) {
   app.add_option("--log_level", log_level,
                  "trace, debug, info, warn, error (env AUTHTRAIL_LOG_LEVEL)")
       ->capture_default_str();
+  bool offline_rebuild = false;
+  bool offline_verify = false;
+  app.add_flag("--offline_rebuild", offline_rebuild,
+               "rebuild every projection of --data_dir from the log, then "
+               "exit (the server must be stopped)");
+  app.add_flag("--offline_verify", offline_verify,
+               "verify the log and projections of --data_dir, then exit "
+               "(0: ok, 3: a problem was found)");
   CLI11_PARSE(app, argc, argv);
 
   if (!authtrail::services::InitLogging(log_level)) {
@@ -65,6 +127,9 @@ int main(int argc, char** argv) {
   }
   options.store.stall_window = absl::Minutes(stall_minutes);
   options.shutdown_grace = absl::Seconds(grace_seconds);
+  if (offline_rebuild || offline_verify) {
+    return RunOffline(options.store, offline_rebuild);
+  }
   sigset_t stop_signals = BlockStopSignals();
 
   using authtrail::services::LogEvent;

@@ -1,8 +1,10 @@
-// AuthTrailAdmin: operations on the log and its projections.
+// AuthTrailAdmin: stats, the long operations (rebuild, verify, backup) run
+// in the background and polled, and log ranges for export.
 #ifndef AUTHTRAIL_SERVICES_ADMIN_SERVICE_H_
 #define AUTHTRAIL_SERVICES_ADMIN_SERVICE_H_
 
 #include "authtrail/v1/admin.grpc.pb.h"
+#include "services/operations.h"
 #include "storage/event_store.h"
 
 namespace authtrail::services {
@@ -10,16 +12,38 @@ namespace authtrail::services {
 class AdminService final
     : public authtrail::v1::AuthTrailAdmin::CallbackService {
  public:
-  // `store` must outlive the service.
-  explicit AdminService(storage::EventStore* store) : store_(store) {}
+  // `store` and `operations` must outlive the service.
+  AdminService(storage::EventStore* store, Operations* operations)
+      : store_(store), operations_(operations) {}
 
   grpc::ServerUnaryReactor* GetStats(
       grpc::CallbackServerContext* context,
       const authtrail::v1::GetStatsRequest* request,
       authtrail::v1::Stats* response) override;
+  grpc::ServerUnaryReactor* StartRebuild(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::StartRebuildRequest* request,
+      authtrail::v1::Operation* response) override;
+  grpc::ServerUnaryReactor* StartVerify(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::StartVerifyRequest* request,
+      authtrail::v1::Operation* response) override;
+  grpc::ServerUnaryReactor* StartBackup(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::StartBackupRequest* request,
+      authtrail::v1::Operation* response) override;
+  grpc::ServerUnaryReactor* GetOperation(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::GetOperationRequest* request,
+      authtrail::v1::Operation* response) override;
+  grpc::ServerUnaryReactor* ReadLog(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::ReadLogRequest* request,
+      authtrail::v1::ReadLogResponse* response) override;
 
  private:
   storage::EventStore* store_;
+  Operations* operations_;
 };
 
 }  // namespace authtrail::services

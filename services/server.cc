@@ -9,6 +9,8 @@
 #include "services/history_service.h"
 #include "services/ingest_service.h"
 #include "services/log.h"
+#include "services/operations.h"
+#include "storage/reducers.h"
 
 namespace authtrail::services {
 
@@ -28,7 +30,9 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
 
   server->ingest_ = std::make_unique<IngestService>(server->store_.get());
   server->history_ = std::make_unique<HistoryService>(server->store_.get());
-  server->admin_ = std::make_unique<AdminService>(server->store_.get());
+  server->operations_ = std::make_unique<Operations>(server->store_.get());
+  server->admin_ = std::make_unique<AdminService>(server->store_.get(),
+                                                  server->operations_.get());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
@@ -45,6 +49,15 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
                      " (address in use or not local?)"));
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
+  if (server->store_->ProjectionVersion() < storage::kProjectionVersion) {
+    // Projections built by older reducers: bring them to this version while
+    // serving; until the switch, reads answer from the old ones.
+    LogEvent(spdlog::level::warn, "projections_outdated",
+             {{"version", server->store_->ProjectionVersion()},
+              {"expected", storage::kProjectionVersion}});
+    auto started = server->operations_->StartRebuild();
+    if (!started.ok()) return started.status();
+  }
   return server;
 }
 
@@ -60,6 +73,8 @@ void AuthTrailServer::Shutdown() {
     server_->Shutdown(deadline);
     server_->Wait();
   }
+  if (store_ != nullptr) store_->CancelMaintenance();
+  operations_.reset();  // waits for a cancelled operation to stop
   if (store_ != nullptr) {
     store_->Shutdown();
     store_.reset();

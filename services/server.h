@@ -16,6 +16,7 @@ namespace authtrail::services {
 class IngestService;
 class HistoryService;
 class AdminService;
+class Operations;
 
 struct ServerOptions {
   // HOST:PORT; port 0 picks a free one (see AuthTrailServer::port()).
@@ -39,6 +40,7 @@ class AuthTrailServer {
   // The port actually bound.
   int port() const { return port_; }
   storage::EventStore* store() { return store_.get(); }
+  Operations& operations() { return *operations_; }
 
   // Reports NOT_SERVING, stops accepting, lets in-flight calls finish
   // within the grace period, commits queued appends and closes the store.
@@ -52,6 +54,7 @@ class AuthTrailServer {
   std::unique_ptr<storage::EventStore> store_;
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<HistoryService> history_;
+  std::unique_ptr<Operations> operations_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -193,6 +193,11 @@ class EventStore {
   absl::StatusOr<VerifyReport> Verify(const VerifyOptions& options = {},
                                       const ProgressFn& progress = nullptr);
 
+  // Makes a running rebuild or verify stop soon with CANCELLED (a rebuild
+  // that stops leaves the live projections as they were). Later ones are
+  // cancelled at once. Used at shutdown.
+  void CancelMaintenance() { maintenance_cancelled_.store(true); }
+
   // Writes a consistent copy of the database (a RocksDB checkpoint: hard
   // links where possible) into `dir`, which must not exist yet.
   absl::Status Backup(const std::string& dir);
@@ -261,6 +266,7 @@ class EventStore {
   // Held by a rebuild or verify for its whole run.
   std::mutex maintenance_mu_;
   std::atomic<uint32_t> projection_version_{0};
+  std::atomic<bool> maintenance_cancelled_{false};
   // Handles of dropped families, destroyed at close (readers may still
   // hold a Columns that names them).
   std::mutex retired_mu_;

@@ -92,6 +92,9 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
   uint64_t expected = from;
   it->SeekToFirst();
   while (it->Valid()) {
+    if (maintenance_cancelled_.load()) {
+      return absl::CancelledError("the replay was cancelled (shutdown)");
+    }
     rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0,
                                        /*overwrite_key=*/true);
     ProjectionWriter writer(db_.get(), target, &batch);
@@ -261,7 +264,12 @@ absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
                     expected);
       }
       chain = std::move(stored_hash);
-      if (progress && expected % 10000 == 0) progress(expected, 0);
+      if (expected % 10000 == 0) {
+        if (maintenance_cancelled_.load()) {
+          return absl::CancelledError("verify was cancelled (shutdown)");
+        }
+        if (progress) progress(expected, 0);
+      }
     }
     if (!it->status().ok()) return FromRocks(it->status());
   }
