@@ -1,0 +1,235 @@
+// `authtrail`: the command-line client of the authtrail server. This file
+// only declares the command line (CLI11) and hands over to the commands.
+
+#include <exception>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/str_replace.h"
+#include "cli/commands.h"
+#include "cli/simulate.h"
+
+namespace authtrail::cli {
+namespace {
+
+constexpr char kFooter[] = R"(
+The global options --server, --json and --timeout may also follow the
+command: authtrail connections pat-000042 --json.
+
+Output: human-readable tables by default. With --json, commands that list
+(connections, events) print one JSON object per line (JSON Lines); the other
+commands print one JSON object. Messages use the protobuf JSON mapping with
+proto field names; fields at their default value are left out.
+
+Times are RFC 3339 (2024-05-01T12:00:00Z), a date (2024-05-01), now, or
+now-<duration> (now-2h). Durations: 90s, 15m, 1h, 1h30m, 1d.
+
+Exit codes: 0 ok; 1 the server or an RPC failed (the message names the gRPC
+status code); 2 usage error; 3 bad input data (emit: a line that is not a
+valid event). Errors are one line on standard error.)";
+
+// The command chosen on the command line, ready to run.
+using Action = std::function<absl::Status()>;
+
+// Subcommands and what to run for each.
+struct Commands {
+  std::vector<std::pair<CLI::App*, Action>> actions;
+
+  void Add(CLI::App* command, Action action) {
+    actions.emplace_back(command, std::move(action));
+  }
+};
+
+// Holds every option value; CLI11 writes into these while parsing.
+struct Options {
+  GlobalOptions global;
+  EmitOptions emit;
+  std::string patient_id;
+  std::string connection_id;
+  std::string session_id;
+  EventsOptions events;
+  TimelineOptions timeline;
+  SimulateOptions simulate;
+};
+
+void AddGlobalOptions(CLI::App& app, GlobalOptions& global) {
+  app.add_option("--server", global.server, "Server address HOST:PORT")
+      ->envname("AUTHTRAIL_SERVER")
+      ->capture_default_str();
+  app.add_flag("--json", global.json, "Print JSON instead of tables");
+  app.add_option("--timeout", global.timeout_seconds,
+                 "Deadline of each RPC, in seconds")
+      ->check(CLI::Range(0.001, 86400.0))
+      ->capture_default_str();
+}
+
+void AddEmit(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "emit", "Append events read as JSON lines, one AuthEvent per line");
+  cmd->add_option("file", o.emit.file, "Input file; stdin when absent or -");
+  cmd->add_option("--batch", o.emit.batch, "Events per AppendEvents call")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  commands.Add(cmd, [&o] { return RunEmit(o.global, o.emit); });
+}
+
+void AddConnectionCommands(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* list =
+      app.add_subcommand("connections", "A patient's connections and state");
+  list->add_option("patient_id", o.patient_id, "Patient id")->required();
+  commands.Add(list, [&o] { return RunConnections(o.global, o.patient_id); });
+
+  CLI::App* one = app.add_subcommand("connection", "One connection, in detail");
+  one->add_option("connection_id", o.connection_id, "Connection id")
+      ->required();
+  commands.Add(one, [&o] { return RunConnection(o.global, o.connection_id); });
+}
+
+void AddEvents(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "events", "Events matching a filter, newest first, paged");
+  EventsOptions& e = o.events;
+  cmd->add_option("--patient", e.patient_id, "Patient id");
+  cmd->add_option("--connection", e.connection_id, "Connection id");
+  cmd->add_option("--session", e.session_id, "Session id");
+  cmd->add_option("--request", e.request_id, "Request id");
+  cmd->add_option("--source", e.source_id, "Source id");
+  cmd->add_option("--error-code", e.error_code, "Error code (invalid_grant)");
+  cmd->add_option("--step", e.step, "Step (TOKEN_EXCHANGE)");
+  cmd->add_option("--outcome", e.outcome, "Outcome (FAILED)");
+  cmd->add_option("--since", e.since, "Occurred at or after");
+  cmd->add_option("--until", e.until, "Occurred before");
+  cmd->add_option("--limit", e.limit, "Rows to print; 0: all")
+      ->check(CLI::Range(0, 100000000))
+      ->capture_default_str();
+  cmd->add_option("--page-size", e.page_size,
+                  "Events per ListEvents call (default: min(limit, 1000))")
+      ->check(CLI::Range(1, 1000));
+  cmd->add_flag("--oldest-first", e.oldest_first, "Oldest first");
+  commands.Add(cmd, [&o] { return RunEvents(o.global, o.events); });
+}
+
+void AddDiagnose(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "diagnose", "The five questions about one authorization attempt");
+  cmd->add_option("session_id", o.session_id, "Session id")->required();
+  commands.Add(cmd, [&o] { return RunDiagnose(o.global, o.session_id); });
+}
+
+void AddTimeline(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "timeline", "Failures over time of a patient, connection or source");
+  TimelineOptions& t = o.timeline;
+  CLI::Option* patient = cmd->add_option("--patient", t.patient_id);
+  CLI::Option* connection = cmd->add_option("--connection", t.connection_id);
+  CLI::Option* source = cmd->add_option("--source", t.source_id);
+  patient->excludes(connection)->excludes(source);
+  connection->excludes(source);
+  cmd->add_option("--since", t.since, "Start (default: --until minus 7d)");
+  cmd->add_option("--until", t.until, "End, excluded (default: now)");
+  cmd->add_option("--bucket", t.bucket,
+                  "Bucket width: whole minutes, 1m to 31d")
+      ->capture_default_str();
+  cmd->add_option("--max-events", t.max_events, "Newest failures to list")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  commands.Add(cmd, [&o] { return RunTimeline(o.global, o.timeline); });
+}
+
+void AddStats(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand("stats", "Log and database statistics");
+  commands.Add(cmd, [&o] { return RunStats(o.global); });
+}
+
+void AddSimulate(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "simulate", "Generate realistic authorization traffic and send it");
+  SimulateOptions& s = o.simulate;
+  cmd->add_option("--patients", s.patients,
+                  "Patients to simulate (about 20 events and 1.6 KB of "
+                  "memory each)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--seed", s.seed, "Random seed")->capture_default_str();
+  cmd->add_option("--concurrency", s.concurrency, "Client threads")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--batch", s.batch, "Events per AppendEvents call")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--start", s.start,
+                  "Simulated day 0 (default: start of the hour, --days ago)");
+  cmd->add_option("--days", s.days, "Simulated days")
+      ->check(CLI::Range(1, 365))
+      ->capture_default_str();
+  cmd->add_flag("--dry-run", s.dry_run,
+                "Print the events as JSON lines (for emit) instead of "
+                "sending; the report goes to stderr");
+  commands.Add(cmd, [&o] { return RunSimulate(o.global, o.simulate); });
+}
+
+// Prints a parse error on one line and returns the exit code; --help and
+// --version are not errors.
+int ReportParseError(const CLI::App& app, const CLI::ParseError& error) {
+  if (error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+    return app.exit(error);
+  }
+  std::cerr << "authtrail: usage error: "
+            << absl::StrReplaceAll(error.what(), {{"\n", " "}})
+            << " (run with --help)\n";
+  return kExitUsage;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app(
+      "authtrail: the audit trail of patients' authorization "
+      "attempts (SMART on FHIR / OAuth 2.0)",
+      "authtrail");
+  app.footer(kFooter);
+  app.fallthrough();
+  app.require_subcommand(1);
+  Options options;
+  Commands commands;
+  AddGlobalOptions(app, options.global);
+  AddEmit(app, options, commands);
+  AddConnectionCommands(app, options, commands);
+  AddEvents(app, options, commands);
+  AddDiagnose(app, options, commands);
+  AddTimeline(app, options, commands);
+  AddStats(app, options, commands);
+  AddSimulate(app, options, commands);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return ReportParseError(app, error);
+  }
+  for (const auto& [command, action] : commands.actions) {
+    if (!command->parsed()) continue;
+    const absl::Status status = action();
+    if (!status.ok()) {
+      std::cerr << "authtrail " << command->get_name() << ": "
+                << DescribeError(status) << '\n';
+    }
+    return ExitCodeOf(status);
+  }
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace authtrail::cli
+
+int main(int argc, char** argv) {
+  try {
+    return authtrail::cli::Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "authtrail: INTERNAL: " << e.what() << '\n';
+  } catch (...) {
+    std::cerr << "authtrail: INTERNAL: unknown exception\n";
+  }
+  return authtrail::cli::kExitServerError;
+}
