@@ -95,6 +95,7 @@ grpc::Status TimelineQueryOf(
   size_t asked = static_cast<size_t>(request.max_events());
   query->max_events = asked == 0 ? Limits::kDefaultTimelineEvents
                                  : std::min(asked, Limits::kMaxTimelineEvents);
+  query->max_bytes = Limits::kMaxResponseBytes;
   return grpc::Status::OK;
 }
 
@@ -144,7 +145,9 @@ grpc::ServerUnaryReactor* HistoryService::ListEvents(
     size_t asked = static_cast<size_t>(request->page_size());
     query.limit = asked == 0 ? Limits::kDefaultPageSize
                              : std::min(asked, Limits::kMaxPageSize);
-    query.max_bytes = Limits::kMaxResponseBytes;
+    // Room for the next page token beside the events.
+    query.max_bytes =
+        Limits::kMaxResponseBytes - Limits::kMaxPageTokenBytes - 8;
     if (!request->page_token().empty()) {
       absl::StatusOr<storage::Cursor> cursor = DecodePageToken(*request);
       if (!cursor.ok()) {

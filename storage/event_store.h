@@ -99,6 +99,9 @@ struct TimelineQuery {
   absl::Duration bucket = absl::Hours(1);
   size_t max_events = 100;
   uint32_t burst_threshold = 5;
+  // Most bytes of the response: the newest events are cut to fit beside
+  // the counts (and `events_truncated` is set).
+  size_t max_bytes = size_t{4} << 20;
 };
 
 struct Columns;

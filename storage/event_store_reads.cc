@@ -6,6 +6,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "storage/event_store.h"
 #include "storage/keys.h"
 #include "storage/reducers.h"
@@ -185,6 +186,74 @@ Timestamp MinuteStart(int64_t minute) {
   return ts;
 }
 
+// Bytes a message of `size` bytes takes as one element of a repeated
+// field numbered below 16 of a response: tag, length and body.
+size_t FramedSize(size_t size) {
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) + size;
+}
+
+// Whether every event under `index` matches `filter`: the filter names
+// nothing but the index's own id.
+bool IndexAnswers(const EventFilter& filter, const IndexChoice& index) {
+  EventFilter rest = filter;
+  switch (index.tag) {
+    case IndexTag::kSession:
+      rest.clear_session_id();
+      break;
+    case IndexTag::kRequest:
+      rest.clear_request_id();
+      break;
+    case IndexTag::kConnection:
+      rest.clear_connection_id();
+      break;
+    case IndexTag::kPatient:
+      rest.clear_patient_id();
+      break;
+    case IndexTag::kErrorCode:
+      rest.clear_error_code();
+      break;
+    case IndexTag::kSource:
+      rest.clear_source_id();
+      break;
+    default:
+      break;
+  }
+  return rest.ByteSizeLong() == 0;
+}
+
+// Whether an event matching `filter` is in the index between `lower` and
+// `upper`. Examines at most kMaxScannedEntries entries; true when it gave
+// up, since more may then follow.
+absl::StatusOr<bool> AnyMatch(const SnapshotReader& reader, const Columns& cols,
+                              const IndexChoice& index,
+                              const std::string& prefix, std::string lower,
+                              std::string upper, bool reverse,
+                              const EventFilter& filter) {
+  IndexScan scan(reader, cols.index, std::move(lower), std::move(upper),
+                 reverse);
+  if (IndexAnswers(filter, index)) return scan.Valid();
+  size_t scanned = 0;
+  while (scan.Valid()) {
+    std::vector<uint64_t> positions;
+    for (; scan.Valid() && positions.size() < kReadChunk; scan.Next()) {
+      if (scanned++ >= kMaxScannedEntries) return true;
+      std::optional<IndexEntry> entry = DecodeIndexSuffix(prefix, scan.key());
+      if (!entry.has_value()) return absl::DataLossError("malformed index key");
+      positions.push_back(entry->position);
+    }
+    std::vector<RecordedEvent> events;
+    if (absl::Status s = ReadLog(reader, cols.log, positions, &events);
+        !s.ok()) {
+      return s;
+    }
+    for (const RecordedEvent& e : events) {
+      if (Matches(filter, e.event())) return true;
+    }
+  }
+  if (absl::Status s = scan.status(); !s.ok()) return s;
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<RecordedEvent> EventStore::ReadEvent(uint64_t position) const {
@@ -228,13 +297,20 @@ EventStore::ListConnections(std::string_view patient_id, size_t limit) const {
   std::string prefix = PatientConnectionsPrefix(patient_id);
   IndexScan scan(reader, cols->connections, prefix, PrefixSuccessor(prefix),
                  /*reverse=*/false);
-  std::vector<std::string> keys;
-  for (; scan.Valid() && keys.size() < limit; scan.Next()) {
+  // The keys sort by id length first (ids are length-prefixed), so the
+  // patient's ids are all read and sorted before the limit applies.
+  std::vector<std::string> ids;
+  for (; scan.Valid(); scan.Next()) {
     std::string_view rest = scan.key().substr(prefix.size());
     if (rest.size() < 2) return absl::DataLossError("malformed patient key");
-    keys.push_back(ConnectionKey(rest.substr(2)));
+    ids.emplace_back(rest.substr(2));
   }
   if (absl::Status s = scan.status(); !s.ok()) return s;
+  std::sort(ids.begin(), ids.end());
+  if (ids.size() > limit) ids.resize(limit);
+  std::vector<std::string> keys;
+  keys.reserve(ids.size());
+  for (const std::string& id : ids) keys.push_back(ConnectionKey(id));
 
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), cols->connections);
@@ -300,7 +376,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
     for (size_t i = 0; i < events.size(); ++i) {
       last_scanned = cursors[i];
       if (!Matches(query.filter, events[i].event())) continue;
-      size_t size = events[i].ByteSizeLong();
+      size_t size = FramedSize(events[i].ByteSizeLong());
       if (!page.events.empty() && bytes + size > query.max_bytes) {
         full = true;  // cut by bytes: this event starts the next page
         break;
@@ -323,7 +399,8 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
     const RecordedEvent& last = page.events.back();
     Cursor c{last.event().occurred_at(), last.position()};
     page.next = c;
-    // Whether anything at all follows in the index.
+    // Whether a matching event follows: the index alone cannot tell when
+    // the filter has fields the index does not hold.
     std::string after_last = IndexKey(index.tag, index.id, c.time,
                                       query.oldest_first ? c.position + 1
                                                          : c.position);
@@ -332,9 +409,11 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
     if (probe_lower >= probe_upper) {
       page.next.reset();
     } else {
-      IndexScan probe(reader, cols->index, probe_lower, probe_upper,
-                      !query.oldest_first);
-      if (!probe.Valid()) page.next.reset();
+      absl::StatusOr<bool> more_match =
+          AnyMatch(reader, *cols, index, prefix, std::move(probe_lower),
+                   std::move(probe_upper), !query.oldest_first, query.filter);
+      if (!more_match.ok()) return more_match.status();
+      if (!*more_match) page.next.reset();
     }
   } else if (more && last_scanned.has_value()) {
     page.next = last_scanned;
@@ -509,13 +588,26 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
     positions.push_back(IndexKeyPosition(newest.key()).value_or(0));
   }
   if (absl::Status s = newest.status(); !s.ok()) return s;
-  out.set_events_truncated(newest.Valid());
+  // Set while sizing so that the flag is counted; decided below.
+  out.set_events_truncated(true);
   std::vector<RecordedEvent> events;
   if (absl::Status s = ReadLog(reader, cols->log, positions, &events);
       !s.ok()) {
     return s;
   }
-  for (RecordedEvent& e : events) *out.add_events() = std::move(e);
+  // The events are cut to what fits beside the counts.
+  size_t bytes = out.ByteSizeLong();
+  bool cut = false;
+  for (RecordedEvent& e : events) {
+    size_t size = FramedSize(e.ByteSizeLong());
+    if (bytes + size > query.max_bytes) {
+      cut = true;
+      break;
+    }
+    bytes += size;
+    *out.add_events() = std::move(e);
+  }
+  out.set_events_truncated(cut || newest.Valid());
   return out;
 }
 

@@ -89,10 +89,13 @@ FailureCategory Classify(std::string_view error_code,
 }
 
 std::string_view DescribeErrorCode(std::string_view error_code) {
+  std::string_view found;
   for (const CatalogRule& rule : DefaultCatalog()) {
-    if (rule.error_code == error_code) return rule.meaning;
+    if (rule.error_code != error_code) continue;
+    if (rule.step == kAny) return rule.meaning;
+    if (found.empty()) found = rule.meaning;
   }
-  return {};
+  return found;
 }
 
 v1::ReconnectReason ReconnectReasonFor(std::string_view error_code) {

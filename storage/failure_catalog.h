@@ -20,8 +20,6 @@ struct FailureContext {
   int http_status = 0;
   // False when the event carries no patient or no connection id.
   bool attributed = true;
-  // An earlier failure was seen in the same attempt.
-  bool follows_earlier_failure = false;
 };
 
 // One rule of the catalog. A rule matches when its code matches (empty: any
@@ -47,7 +45,8 @@ const std::vector<CatalogRule>& DefaultCatalog();
 v1::FailureCategory Classify(std::string_view error_code,
                              const FailureContext& context);
 
-// What the catalog says a code means; empty when it does not know it.
+// What the catalog says a code means in general (the rule that names no
+// step, where there is one); empty when it does not know the code.
 std::string_view DescribeErrorCode(std::string_view error_code);
 
 // Codes that, on a refresh, tell how the grant was lost.

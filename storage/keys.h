@@ -30,7 +30,7 @@ enum class IndexTag : char {
   kConnection = 'C',  // connection_id
   kSession = 'S',     // session_id
   kRequest = 'R',     // request_id
-  kErrorCode = 'E',   // error_code (failed or denied events only)
+  kErrorCode = 'E',   // error_code, when present
   kSource = 'O',      // source.id (or name when the id is empty)
   // Failures (FAILED or DENIED) per scope, for timelines.
   kPatientFailure = 'p',

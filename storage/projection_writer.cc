@@ -30,8 +30,8 @@ std::vector<IndexFor> IndexesOf(const AuthEvent& e) {
   add(IndexTag::kSession, e.session_id());
   add(IndexTag::kRequest, e.request_id());
   add(IndexTag::kSource, e.source().id());
+  add(IndexTag::kErrorCode, e.error_code());
   if (IsFailure(e)) {
-    add(IndexTag::kErrorCode, e.error_code());
     add(IndexTag::kPatientFailure, e.patient_id());
     add(IndexTag::kConnectionFailure, e.connection_id());
     add(IndexTag::kSourceFailure, e.source().id());

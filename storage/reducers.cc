@@ -81,35 +81,46 @@ void CloseOpenRefresh(const RecordedEvent& event, const OrderKey& key,
   }
 }
 
+// Applies a refresh event that is the connection's newest. A disconnected
+// connection stays disconnected: only a new attempt brings it back.
 void ApplyRefresh(const RecordedEvent& event, const OrderKey& key,
                   ConnectionRecord* record) {
   const auto& e = event.event();
   Connection* view = record->mutable_view();
+  bool disconnected =
+      view->state() == authtrail::v1::CONNECTION_STATE_DISCONNECTED;
   switch (e.outcome()) {
     case authtrail::v1::OUTCOME_STARTED:
       *record->mutable_open_refresh() = RefOf(event);
       *record->mutable_open_refresh_at() = key.time();
       return;
     case authtrail::v1::OUTCOME_SUCCEEDED:
-      MarkActive(view);
+      if (!disconnected) MarkActive(view);
       return;
-    case authtrail::v1::OUTCOME_FAILED: {
+    case authtrail::v1::OUTCOME_FAILED:
+    case authtrail::v1::OUTCOME_DENIED: {
       view->set_consecutive_refresh_failures(
           view->consecutive_refresh_failures() + 1);
-      Failure failure = FailureOf(event, false);
-      if (failure.category() == authtrail::v1::FAILURE_CATEGORY_REAUTH_REQUIRED) {
-        view->set_state(authtrail::v1::CONNECTION_STATE_NEEDS_RECONNECT);
-        view->set_reconnect_reason(ReconnectReasonFor(e.error_code()));
-        view->set_degraded(false);
-      } else {
-        view->set_degraded(true);
+      if (disconnected) return;
+      switch (FailureOf(event, false).category()) {
+        case authtrail::v1::FAILURE_CATEGORY_REAUTH_REQUIRED:
+          view->set_state(authtrail::v1::CONNECTION_STATE_NEEDS_RECONNECT);
+          view->set_reconnect_reason(ReconnectReasonFor(e.error_code()));
+          view->set_degraded(false);
+          return;
+        case authtrail::v1::FAILURE_CATEGORY_PATIENT_DECLINED:
+          view->set_state(authtrail::v1::CONNECTION_STATE_NEEDS_RECONNECT);
+          view->set_reconnect_reason(authtrail::v1::RECONNECT_REASON_REVOKED);
+          view->set_degraded(false);
+          return;
+        default:
+          // Transient, configuration or unknown: the grant may still be
+          // good, so an ACTIVE connection stays ACTIVE, marked degraded.
+          view->set_degraded(view->state() ==
+                             authtrail::v1::CONNECTION_STATE_ACTIVE);
+          return;
       }
-      return;
     }
-    case authtrail::v1::OUTCOME_DENIED:
-      view->set_state(authtrail::v1::CONNECTION_STATE_NEEDS_RECONNECT);
-      view->set_reconnect_reason(authtrail::v1::RECONNECT_REASON_REVOKED);
-      return;
     default:
       return;  // An outcome this version does not know changes nothing.
   }
@@ -128,9 +139,14 @@ void ApplyAttemptStep(const RecordedEvent& event, const OrderKey& key,
     view->set_current_session_id(e.session_id());
     record->set_attempt_furthest_step(e.step());
     record->set_attempt_ended(false);
-  } else if (record->attempt_ended() &&
-             e.step() < record->attempt_furthest_step()) {
-    return;  // An earlier step of a finished attempt never regresses it.
+    record->set_attempt_issued_tokens(false);
+    record->clear_attempt_first_failure();
+  } else if (record->attempt_issued_tokens() ||
+             (record->attempt_ended() &&
+              e.step() < record->attempt_furthest_step())) {
+    // Nothing regresses an attempt that issued tokens, nor an earlier step
+    // a finished one: such events only take their place in the history.
+    return;
   }
   if (e.step() > record->attempt_furthest_step()) {
     record->set_attempt_furthest_step(e.step());
@@ -144,6 +160,7 @@ void ApplyAttemptStep(const RecordedEvent& event, const OrderKey& key,
           e.outcome() == authtrail::v1::OUTCOME_SUCCEEDED) {
         MarkActive(view);
         record->set_attempt_ended(true);
+        record->set_attempt_issued_tokens(true);
       } else {
         view->set_state(authtrail::v1::CONNECTION_STATE_AUTHORIZING);
         record->set_attempt_ended(false);
@@ -170,10 +187,14 @@ std::string StateSummary(const Connection& view) {
       return "An authorization attempt is in progress.";
     case authtrail::v1::CONNECTION_STATE_ACTIVE:
       if (view.degraded()) {
+        bool transient = view.last_failure().category() ==
+                         authtrail::v1::FAILURE_CATEGORY_TRANSIENT;
         return absl::StrCat(
             "Authorization works, but the last ",
-            view.consecutive_refresh_failures(),
-            " refresh(es) failed transiently; the source may be down.");
+            view.consecutive_refresh_failures(), " refresh(es) failed (",
+            view.last_failure().error_code(), ")",
+            transient ? "; the source may be down."
+                      : "; check the client's configuration at the source.");
       }
       return "Authorization works; if records are missing, look at record "
              "retrieval.";
@@ -255,7 +276,6 @@ Failure FailureOf(const RecordedEvent& event, bool follows_earlier_failure) {
   context.outcome = e.outcome();
   context.http_status = e.http_status();
   context.attributed = !e.patient_id().empty() && !e.connection_id().empty();
-  context.follows_earlier_failure = follows_earlier_failure;
 
   Failure failure;
   *failure.mutable_event() = RefOf(event);
@@ -276,11 +296,15 @@ void ReduceConnection(const RecordedEvent& event, ConnectionRecord* record) {
   WidenSeen(key, view);
   if (IsFailure(e) && (!record->has_last_failure_key() ||
                        Before(record->last_failure_key(), key))) {
-    *view->mutable_last_failure() = FailureOf(event, false);
+    bool follows = IsAttemptStep(e.step()) &&
+                   e.session_id() == view->current_session_id() &&
+                   record->has_attempt_first_failure() &&
+                   Before(record->attempt_first_failure(), key);
+    *view->mutable_last_failure() = FailureOf(event, follows);
     *record->mutable_last_failure_key() = key;
   }
   if (e.step() == authtrail::v1::STEP_TOKEN_REFRESH &&
-      e.outcome() != authtrail::v1::OUTCOME_STARTED) {
+      (e.outcome() == authtrail::v1::OUTCOME_SUCCEEDED || IsFailure(e))) {
     CloseOpenRefresh(event, key, record);
   }
 
@@ -294,6 +318,11 @@ void ReduceConnection(const RecordedEvent& event, ConnectionRecord* record) {
 
   if (IsAttemptStep(e.step())) {
     ApplyAttemptStep(event, key, record);
+    if (IsFailure(e) && e.session_id() == view->current_session_id() &&
+        (!record->has_attempt_first_failure() ||
+         Before(key, record->attempt_first_failure()))) {
+      *record->mutable_attempt_first_failure() = key;
+    }
   } else if (e.step() == authtrail::v1::STEP_TOKEN_REFRESH) {
     ApplyRefresh(event, key, record);
   } else if (e.step() == authtrail::v1::STEP_DISCONNECT &&
