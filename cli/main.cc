@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_replace.h"
 #include "cli/commands.h"
+#include "cli/ops.h"
 #include "cli/simulate.h"
 
 namespace authtrail::cli {
@@ -55,6 +56,10 @@ struct Options {
   EventsOptions events;
   TimelineOptions timeline;
   SimulateOptions simulate;
+  VerifyCommandOptions verify;
+  std::string backup_dir;
+  ExportOptions export_log;
+  ImportOptions import_log;
 };
 
 void AddGlobalOptions(CLI::App& app, GlobalOptions& global) {
@@ -173,6 +178,50 @@ void AddSimulate(CLI::App& app, Options& o, Commands& commands) {
   commands.Add(cmd, [&o] { return RunSimulate(o.global, o.simulate); });
 }
 
+void AddOperations(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* rebuild = app.add_subcommand(
+      "rebuild",
+      "Rebuild every projection from the log while serving, then switch");
+  commands.Add(rebuild, [&o] { return RunRebuild(o.global); });
+
+  CLI::App* verify = app.add_subcommand(
+      "verify",
+      "Check log continuity, checksums and hash chain, and that every "
+      "projection equals a rebuild; exit 1 on a problem");
+  verify->add_option("--anchor", o.verify.anchor,
+                     "POSITION:HASH recorded earlier from `stats`: prove the "
+                     "log up to there unchanged");
+  verify->add_flag("--log-only", o.verify.log_only,
+                   "Check only the log, not the projections");
+  commands.Add(verify, [&o] { return RunVerify(o.global, o.verify); });
+
+  CLI::App* backup = app.add_subcommand(
+      "backup", "Write a consistent copy of the database while serving");
+  backup->add_option("dir", o.backup_dir,
+                     "New folder, absolute path on the server's machine")
+      ->required();
+  commands.Add(backup, [&o] { return RunBackup(o.global, o.backup_dir); });
+
+  CLI::App* exp = app.add_subcommand(
+      "export", "Write events as JSON lines by position range (resumable)");
+  exp->add_option("file", o.export_log.file, "Output file; stdout when - or "
+                                             "absent");
+  exp->add_option("--from", o.export_log.from, "First position")
+      ->capture_default_str();
+  exp->add_option("--to", o.export_log.to,
+                  "Last position (default: the head when export starts)");
+  commands.Add(exp, [&o] { return RunExport(o.global, o.export_log); });
+
+  CLI::App* imp = app.add_subcommand(
+      "import", "Append the events of an export; idempotent by event id");
+  imp->add_option("file", o.import_log.file, "Input file; stdin when - or "
+                                             "absent");
+  imp->add_option("--batch", o.import_log.batch, "Events per AppendEvents")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  commands.Add(imp, [&o] { return RunImport(o.global, o.import_log); });
+}
+
 // Prints a parse error on one line and returns the exit code; --help and
 // --version are not errors.
 int ReportParseError(const CLI::App& app, const CLI::ParseError& error) {
@@ -203,6 +252,7 @@ int Run(int argc, char** argv) {
   AddTimeline(app, options, commands);
   AddStats(app, options, commands);
   AddSimulate(app, options, commands);
+  AddOperations(app, options, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
