@@ -1,6 +1,7 @@
 // The read half of EventStore: projection lookups and index scans, each
 // against one consistent snapshot. Reads never take the writer's lock.
 #include <algorithm>
+#include <filesystem>
 #include <map>
 
 #include "absl/strings/escaping.h"
@@ -619,7 +620,6 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
   stats.set_head_hash(absl::BytesToHexString(HeadHash()));
   stats.set_event_count(head);  // positions are gap-free from 1
   stats.set_format_version(kFormatVersion);
-  uint64_t total = 0;
   for (rocksdb::ColumnFamilyHandle* h :
        {cols->meta, cols->log, cols->event_ids, cols->index,
         cols->connections, cols->sessions, cols->timeline}) {
@@ -629,17 +629,23 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
     db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
                         &mem);
     (*stats.mutable_column_family_bytes())[h->GetName()] = sst + mem;
-    total += sst;
   }
-  stats.set_disk_bytes(total);
-  uint64_t keys = 0;
-  db_->GetIntProperty(cols->sessions, rocksdb::DB::Properties::kEstimateNumKeys,
-                      &keys);
-  stats.set_session_count(keys);
-  db_->GetIntProperty(cols->connections,
-                      rocksdb::DB::Properties::kEstimateNumKeys, &keys);
-  // The connections family also holds one patient link per connection.
-  stats.set_connection_count(keys / 2);
+  auto counter = [&](const char* name) -> uint64_t {
+    std::string value;
+    rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), cols->connections,
+                                  CounterKey(name), &value);
+    return st.ok() ? GetFixed64(value).value_or(0) : 0;
+  };
+  stats.set_connection_count(counter(kConnectionCounter));
+  stats.set_session_count(counter(kSessionCounter));
+  // Disk use: every file in the data folder (tables, logs, manifests).
+  std::error_code ec;
+  uint64_t disk = 0;
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(options_.data_dir, ec)) {
+    if (entry.is_regular_file(ec)) disk += entry.file_size(ec);
+  }
+  stats.set_disk_bytes(disk);
   return stats;
 }
 

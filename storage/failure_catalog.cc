@@ -71,6 +71,8 @@ const std::vector<CatalogRule>& DefaultCatalog() {
       {"connection_error", kAny, kTransient, "the source was unreachable"},
       {"redirect_uri_mismatch", kAny, kConfig,
        "the redirect URI is not registered at the source"},
+      {"smart_configuration_unavailable", kAny, kConfig,
+       "the source's SMART discovery document could not be read"},
   };
   return *kRules;
 }

@@ -164,6 +164,12 @@ std::string ConnectionKey(std::string_view connection_id) {
   return key;
 }
 
+std::string CounterKey(std::string_view name) {
+  std::string key(1, '\2');
+  key.append(name);
+  return key;
+}
+
 std::string PrefixSuccessor(std::string_view prefix) {
   std::string out(prefix);
   while (!out.empty()) {

@@ -95,6 +95,10 @@ std::string PatientConnectionsPrefix(std::string_view patient_id);
 std::string PatientConnectionKey(std::string_view patient_id,
                                  std::string_view connection_id);
 std::string ConnectionKey(std::string_view connection_id);
+// Counters kept beside the connections: `0x02` + name -> 8-byte count.
+inline constexpr char kConnectionCounter[] = "connections";
+inline constexpr char kSessionCounter[] = "sessions";
+std::string CounterKey(std::string_view name);
 
 void PutFixed64(std::string* out, uint64_t value);
 std::optional<uint64_t> GetFixed64(std::string_view in);

@@ -68,6 +68,15 @@ absl::Status ProjectionWriter::Put(rocksdb::ColumnFamilyHandle* cf,
   return FromRocks(batch_->Put(cf, key, value));
 }
 
+absl::Status ProjectionWriter::Increment(rocksdb::ColumnFamilyHandle* cf,
+                                         const std::string& key) {
+  absl::StatusOr<std::string> value = Get(cf, key);
+  if (!value.ok()) return value.status();
+  std::string encoded;
+  PutFixed64(&encoded, GetFixed64(*value).value_or(0) + 1);
+  return Put(cf, key, encoded);
+}
+
 absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
   const AuthEvent& event = recorded.event();
   for (const IndexFor& index : IndexesOf(event)) {
@@ -89,6 +98,11 @@ absl::Status ProjectionWriter::ReduceInto(
     if (!record.ParseFromString(*value)) {
       return absl::DataLossError("malformed connection record");
     }
+    if (value->empty()) {
+      absl::Status s =
+          Increment(cf_.connections, CounterKey(kConnectionCounter));
+      if (!s.ok()) return s;
+    }
     std::string patient_before = record.view().patient_id();
     ReduceConnection(recorded, &record);
     const std::string& patient = record.view().patient_id();
@@ -108,6 +122,10 @@ absl::Status ProjectionWriter::ReduceInto(
     SessionRecord record;
     if (!record.ParseFromString(*value)) {
       return absl::DataLossError("malformed session record");
+    }
+    if (value->empty()) {
+      absl::Status s = Increment(cf_.connections, CounterKey(kSessionCounter));
+      if (!s.ok()) return s;
     }
     ReduceSession(recorded, &record);
     rocksdb::Status s =
@@ -129,14 +147,9 @@ absl::Status ProjectionWriter::CountFailure(
   };
   for (const auto& [tag, id] : scopes) {
     if (id->empty()) continue;
-    std::string key = TimelineKey(tag, *id, minute, e.error_code());
-    absl::StatusOr<std::string> value = Get(cf_.timeline, key);
-    if (!value.ok()) return value.status();
-    uint64_t count = GetFixed64(*value).value_or(0) + 1;
-    std::string encoded;
-    PutFixed64(&encoded, count);
-    rocksdb::Status s = batch_->Put(cf_.timeline, key, encoded);
-    if (!s.ok()) return FromRocks(s);
+    absl::Status s =
+        Increment(cf_.timeline, TimelineKey(tag, *id, minute, e.error_code()));
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }

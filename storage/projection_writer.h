@@ -33,6 +33,9 @@ class ProjectionWriter {
   absl::Status WriteIndexes(const authtrail::v1::RecordedEvent& recorded);
   absl::Status ReduceInto(const authtrail::v1::RecordedEvent& recorded);
   absl::Status CountFailure(const authtrail::v1::RecordedEvent& recorded);
+  // Adds one to the 8-byte counter at `key`.
+  absl::Status Increment(rocksdb::ColumnFamilyHandle* cf,
+                         const std::string& key);
   absl::StatusOr<std::string> Get(rocksdb::ColumnFamilyHandle* cf,
                                   const std::string& key);
   absl::Status Put(rocksdb::ColumnFamilyHandle* cf, const std::string& key,

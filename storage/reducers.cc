@@ -603,6 +603,13 @@ Step FurthestStep(const SessionRecord& record) {
   return authtrail::v1::STEP_UNSPECIFIED;
 }
 
+// "TOKEN_EXCHANGE" for STEP_TOKEN_EXCHANGE; the number for unknown steps.
+std::string StepLabel(Step step) {
+  const std::string& name = authtrail::v1::Step_Name(step);
+  if (name.empty()) return absl::StrCat("step ", static_cast<int>(step));
+  return name.substr(std::string_view("STEP_").size());
+}
+
 std::string SessionSummary(const SessionDiagnosis& d) {
   if (d.token_exchanged().answer() == authtrail::v1::ANSWER_YES) {
     if (d.refresh_failed_later().answer() == authtrail::v1::ANSWER_YES) {
@@ -613,14 +620,12 @@ std::string SessionSummary(const SessionDiagnosis& d) {
   }
   if (d.has_root_cause()) {
     return absl::StrCat("The attempt failed: ", d.root_cause().error_code(),
-                        " at ",
-                        authtrail::v1::Step_Name(
-                            d.root_cause().event().step()),
+                        " at ", StepLabel(d.root_cause().event().step()),
                         ".");
   }
   if (d.abandoned()) {
     return absl::StrCat("The patient stopped after ",
-                        authtrail::v1::Step_Name(d.furthest_step()), ".");
+                        StepLabel(d.furthest_step()), ".");
   }
   return "The attempt is in progress.";
 }

@@ -1090,7 +1090,7 @@ TEST_F(DiagnoseTest, AbandonedAtThePortal) {
   EXPECT_TRUE(d.abandoned());
   EXPECT_FALSE(d.has_root_cause());
   EXPECT_EQ(d.furthest_step(), v1::STEP_PORTAL_REDIRECT);
-  EXPECT_TRUE(Contains(d.summary(), "STEP_PORTAL_REDIRECT")) << d.summary();
+  EXPECT_TRUE(Contains(d.summary(), "after PORTAL_REDIRECT")) << d.summary();
 }
 
 TEST_F(DiagnoseTest, AbandonedAtSignIn) {
