@@ -502,7 +502,7 @@ class EventStore::GroupCommit {
   absl::StatusOr<std::optional<uint64_t>> Lookup(const std::string& event_id,
                                                  const std::string& bytes);
   absl::Status Write(const AuthEvent& event, const std::string& bytes,
-                     uint64_t position);
+                     uint64_t position, ProjectionWriter& projections);
 
   EventStore* store_;
   std::shared_ptr<const Columns> cols_;
@@ -580,6 +580,16 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
   uint64_t first_position = next_position_;
   std::string first_chain = chain_;
   std::vector<const std::string*> new_ids;
+  // Undoes this request only; the rest of the group stands.
+  auto undo = [&](absl::Status cause) {
+    rocksdb::Status rolled_back = batch_.RollbackToSavePoint();
+    (void)rolled_back;  // only fails without a save point, set above
+    for (const std::string* id : new_ids) written_.erase(*id);
+    next_position_ = first_position;
+    chain_ = first_chain;
+    return cause;
+  };
+  ProjectionWriter projections(store_->db_.get(), cf_, &batch_);
   std::vector<AppendOutcome> outcomes(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
     const Plan& plan = plans[i];
@@ -589,27 +599,21 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
       outcomes[i] = {*plan.stored, true};
     } else {
       uint64_t position = next_position_;
-      absl::Status s = Write(events[i], plan.bytes, position);
-      if (!s.ok()) {
-        // Undo this request only; the rest of the group stands.
-        rocksdb::Status undo = batch_.RollbackToSavePoint();
-        (void)undo;
-        for (const std::string* id : new_ids) written_.erase(*id);
-        next_position_ = first_position;
-        chain_ = first_chain;
-        return s;
-      }
+      absl::Status s = Write(events[i], plan.bytes, position, projections);
+      if (!s.ok()) return undo(s);
       ++next_position_;
       new_ids.push_back(&events[i].event_id());
       outcomes[i] = {position, false};
     }
   }
+  if (absl::Status s = projections.Finish(); !s.ok()) return undo(s);
   return outcomes;
 }
 
 absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
                                             const std::string& bytes,
-                                            uint64_t position) {
+                                            uint64_t position,
+                                            ProjectionWriter& projections) {
   RecordedEvent recorded;
   recorded.set_position(position);
   *recorded.mutable_recorded_at() = recorded_at_;
@@ -633,7 +637,7 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
     return s;
   }
   written_[event.event_id()] = {position, bytes};
-  return ProjectionWriter(store_->db_.get(), cf_, &batch_).Apply(recorded);
+  return projections.Apply(recorded);
 }
 
 void EventStore::CommitGroup(

@@ -5,7 +5,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/utilities/checkpoint.h"
-#include "rocksdb/utilities/write_batch_with_index.h"
 #include "storage/event_store.h"
 #include "storage/keys.h"
 #include "storage/projection_writer.h"
@@ -95,8 +94,7 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
     if (maintenance_cancelled_.load()) {
       return absl::CancelledError("the replay was cancelled (shutdown)");
     }
-    rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0,
-                                       /*overwrite_key=*/true);
+    rocksdb::WriteBatch batch;
     ProjectionWriter writer(db_.get(), target, &batch);
     size_t n = 0;
     for (; it->Valid() && n < kReplayChunk; it->Next(), ++n, ++expected) {
@@ -113,7 +111,8 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
       }
       if (absl::Status s = writer.Apply(recorded); !s.ok()) return s;
     }
-    rocksdb::Status s = db_->Write(write, batch.GetWriteBatch());
+    if (absl::Status s = writer.Finish(); !s.ok()) return s;
+    rocksdb::Status s = db_->Write(write, &batch);
     if (!s.ok()) return FromRocks(s);
     if (progress) progress(expected - 1, total);
   }

@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
 #include "storage/keys.h"
 #include "storage/reducers.h"
@@ -56,7 +57,10 @@ absl::StatusOr<std::string> ProjectionWriter::Get(
     rocksdb::ColumnFamilyHandle* cf, const std::string& key) {
   std::string value;
   rocksdb::Status s =
-      batch_->GetFromBatchAndDB(db_, rocksdb::ReadOptions(), cf, key, &value);
+      indexed_ != nullptr
+          ? indexed_->GetFromBatchAndDB(db_, rocksdb::ReadOptions(), cf, key,
+                                        &value)
+          : db_->Get(rocksdb::ReadOptions(), cf, key, &value);
   if (s.IsNotFound()) return std::string();
   if (!s.ok()) return FromRocks(s);
   return value;
@@ -65,16 +69,65 @@ absl::StatusOr<std::string> ProjectionWriter::Get(
 absl::Status ProjectionWriter::Put(rocksdb::ColumnFamilyHandle* cf,
                                    const std::string& key,
                                    const std::string& value) {
-  return FromRocks(batch_->Put(cf, key, value));
+  return FromRocks(indexed_ != nullptr ? indexed_->Put(cf, key, value)
+                                        : plain_->Put(cf, key, value));
 }
 
 absl::Status ProjectionWriter::Increment(rocksdb::ColumnFamilyHandle* cf,
                                          const std::string& key) {
+  auto& counters =
+      cf == cf_.timeline ? timeline_counters_ : connection_counters_;
+  auto it = counters.find(key);
+  if (it == counters.end()) {
+    absl::StatusOr<std::string> value = Get(cf, key);
+    if (!value.ok()) return value.status();
+    it = counters.emplace(key, GetFixed64(*value).value_or(0)).first;
+  }
+  ++it->second;
+  return absl::OkStatus();
+}
+
+template <typename Record>
+absl::StatusOr<Record*> ProjectionWriter::Load(
+    rocksdb::ColumnFamilyHandle* cf, const std::string& key,
+    std::unordered_map<std::string, Record>* cache, bool* created) {
+  *created = false;
+  auto it = cache->find(key);
+  if (it != cache->end()) return &it->second;
   absl::StatusOr<std::string> value = Get(cf, key);
   if (!value.ok()) return value.status();
-  std::string encoded;
-  PutFixed64(&encoded, GetFixed64(*value).value_or(0) + 1);
-  return Put(cf, key, encoded);
+  Record record;
+  if (!record.ParseFromString(*value)) {
+    return absl::DataLossError(
+        absl::StrCat("malformed record in ", cf->GetName()));
+  }
+  *created = value->empty();
+  return &cache->emplace(key, std::move(record)).first->second;
+}
+
+absl::Status ProjectionWriter::Finish() {
+  for (const auto& [key, record] : connections_) {
+    if (absl::Status s = Put(cf_.connections, key, SerializeStable(record));
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (const auto& [key, record] : sessions_) {
+    if (absl::Status s = Put(cf_.sessions, key, SerializeStable(record));
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (auto* counters : {&connection_counters_, &timeline_counters_}) {
+    rocksdb::ColumnFamilyHandle* cf =
+        counters == &timeline_counters_ ? cf_.timeline : cf_.connections;
+    for (const auto& [key, count] : *counters) {
+      std::string encoded;
+      PutFixed64(&encoded, count);
+      if (absl::Status s = Put(cf, key, encoded); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
@@ -87,50 +140,38 @@ absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
   return absl::OkStatus();
 }
 
-absl::Status ProjectionWriter::ReduceInto(
-    const RecordedEvent& recorded) {
+absl::Status ProjectionWriter::ReduceInto(const RecordedEvent& recorded) {
   const AuthEvent& e = recorded.event();
+  bool created = false;
   if (!e.connection_id().empty()) {
-    std::string key = ConnectionKey(e.connection_id());
-    absl::StatusOr<std::string> value = Get(cf_.connections, key);
-    if (!value.ok()) return value.status();
-    ConnectionRecord record;
-    if (!record.ParseFromString(*value)) {
-      return absl::DataLossError("malformed connection record");
-    }
-    if (value->empty()) {
+    absl::StatusOr<ConnectionRecord*> record =
+        Load(cf_.connections, ConnectionKey(e.connection_id()), &connections_,
+             &created);
+    if (!record.ok()) return record.status();
+    if (created) {
       absl::Status s =
           Increment(cf_.connections, CounterKey(kConnectionCounter));
       if (!s.ok()) return s;
     }
-    std::string patient_before = record.view().patient_id();
-    ReduceConnection(recorded, &record);
-    const std::string& patient = record.view().patient_id();
+    std::string patient_before = (*record)->view().patient_id();
+    ReduceConnection(recorded, *record);
+    const std::string& patient = (*record)->view().patient_id();
     if (patient != patient_before && !patient.empty()) {
-      rocksdb::Status s = batch_->Put(
-          cf_.connections, PatientConnectionKey(patient, e.connection_id()),
-          "");
-      if (!s.ok()) return FromRocks(s);
+      absl::Status s = Put(cf_.connections,
+                           PatientConnectionKey(patient, e.connection_id()),
+                           "");
+      if (!s.ok()) return s;
     }
-    rocksdb::Status s =
-        batch_->Put(cf_.connections, key, SerializeStable(record));
-    if (!s.ok()) return FromRocks(s);
   }
   if (!e.session_id().empty()) {
-    absl::StatusOr<std::string> value = Get(cf_.sessions, e.session_id());
-    if (!value.ok()) return value.status();
-    SessionRecord record;
-    if (!record.ParseFromString(*value)) {
-      return absl::DataLossError("malformed session record");
-    }
-    if (value->empty()) {
+    absl::StatusOr<SessionRecord*> record =
+        Load(cf_.sessions, e.session_id(), &sessions_, &created);
+    if (!record.ok()) return record.status();
+    if (created) {
       absl::Status s = Increment(cf_.connections, CounterKey(kSessionCounter));
       if (!s.ok()) return s;
     }
-    ReduceSession(recorded, &record);
-    rocksdb::Status s =
-        batch_->Put(cf_.sessions, e.session_id(), SerializeStable(record));
-    if (!s.ok()) return FromRocks(s);
+    ReduceSession(recorded, *record);
   }
   return absl::OkStatus();
 }
