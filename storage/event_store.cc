@@ -37,6 +37,9 @@ rocksdb::Options DatabaseOptions(const StoreOptions& options) {
   db.IncreaseParallelism(2);
   db.max_background_jobs = 2;
   db.bytes_per_sync = 1 << 20;
+  // Metadata is written rarely; without a cap its unflushed writes would
+  // keep every old WAL file alive.
+  db.max_total_wal_size = 256 << 20;
   db.compression = rocksdb::kLZ4Compression;
   return db;
 }
