@@ -305,10 +305,15 @@ absl::Status BatchSender::Flush() {
   if (request_.events().empty()) return absl::OkStatus();
   absl::StatusOr<AppendCounts> counts = Append(client_, request_);
   if (!counts.ok()) {
-    return absl::Status(
-        counts.status().code(),
+    std::string message =
         absl::StrCat(DescribeRefusal(counts.status().message()), " (", events_,
-                     " events sent before): ", counts.status().message()));
+                     " events sent before): ", counts.status().message());
+    // The server judged a line not to be a valid event: bad input data.
+    if (absl::IsInvalidArgument(counts.status()) ||
+        absl::IsAlreadyExists(counts.status())) {
+      return InputError(message);
+    }
+    return absl::Status(counts.status().code(), message);
   }
   events_ += request_.events_size();
   ++batches_;

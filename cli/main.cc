@@ -208,6 +208,8 @@ void AddOperations(CLI::App& app, Options& o, Commands& commands) {
                                              "absent");
   exp->add_option("--from", o.export_log.from, "First position")
       ->capture_default_str();
+  exp->add_flag("--append", o.export_log.append,
+                "Add to FILE instead of replacing it (to resume)");
   exp->add_option("--to", o.export_log.to,
                   "Last position (default: the head when export starts)");
   commands.Add(exp, [&o] { return RunExport(o.global, o.export_log); });

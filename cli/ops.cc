@@ -194,7 +194,8 @@ absl::Status RunExport(const GlobalOptions& global,
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!options.file.empty() && options.file != "-") {
-    file.open(options.file, std::ios::out | std::ios::trunc);
+    file.open(options.file, std::ios::out | (options.append ? std::ios::app
+                                                             : std::ios::trunc));
     if (!file) return UsageError(absl::StrCat("cannot write ", options.file));
     out = &file;
   }
@@ -238,7 +239,7 @@ absl::Status RunExport(const GlobalOptions& global,
   std::cerr << "exported " << written << " events, positions "
             << options.from << ".." << next - 1
             << (written > 0 ? "" : " (none)") << "; resume with --from "
-            << next << '\n';
+            << next << " --append\n";
   return absl::OkStatus();
 }
 

@@ -23,6 +23,7 @@ struct ExportOptions {
   std::string file;  // "" or "-": standard output
   uint64_t from = 1;
   uint64_t to = 0;   // 0: the head at the start
+  bool append = false;  // add to FILE instead of replacing it
 };
 
 struct ImportOptions {

@@ -846,7 +846,8 @@ absl::StatusOr<World> MakeWorld(const SimulateOptions& options) {
   const absl::Time now = absl::Now();
   absl::Time start;
   if (options.start.empty()) {
-    start = absl::FromUnixSeconds(absl::ToUnixSeconds(now) / 3600 * 3600) -
+    // Midnight UTC: runs on the same day with the same seed repeat exactly.
+    start = absl::FromUnixSeconds(absl::ToUnixSeconds(now) / 86400 * 86400) -
             absl::Hours(24) * options.days;
   } else {
     absl::StatusOr<absl::Time> parsed = ParseTimeArg(options.start, now);

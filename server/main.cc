@@ -108,6 +108,12 @@ int main(int argc, char** argv) {
                  "how long SIGTERM waits for in-flight calls")
       ->capture_default_str()
       ->check(CLI::Range(0, 600));
+  options.metrics_listen = EnvOr("AUTHTRAIL_METRICS_LISTEN",
+                                 "127.0.0.1:50152");
+  app.add_option("--metrics_listen", options.metrics_listen,
+                 "HOST:PORT of the Prometheus endpoint GET /metrics; empty "
+                 "turns it off (env AUTHTRAIL_METRICS_LISTEN)")
+      ->capture_default_str();
   app.add_option("--log_level", log_level,
                  "trace, debug, info, warn, error (env AUTHTRAIL_LOG_LEVEL)")
       ->capture_default_str();
@@ -119,7 +125,12 @@ int main(int argc, char** argv) {
   app.add_flag("--offline_verify", offline_verify,
                "verify the log and projections of --data_dir, then exit "
                "(0: ok, 3: a problem was found)");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    int code = app.exit(error);
+    return code == 0 ? 0 : 2;
+  }
 
   if (!authtrail::services::InitLogging(log_level)) {
     std::cerr << "--log_level: unknown level \"" << log_level << "\"\n";

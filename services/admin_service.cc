@@ -14,16 +14,6 @@ using authtrail::v1::Operation;
 constexpr size_t kDefaultReadLogEvents = 500;
 constexpr size_t kMaxReadLogEvents = 1000;
 
-template <typename Body>
-grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
-                                Body body) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  grpc::Status status = CheckAlive(context);
-  if (status.ok()) status = body();
-  reactor->Finish(status);
-  return reactor;
-}
-
 grpc::Status Reply(const absl::StatusOr<Operation>& op, Operation* response) {
   if (!op.ok()) return ToGrpc(op.status());
   *response = *op;
@@ -36,7 +26,7 @@ grpc::ServerUnaryReactor* AdminService::GetStats(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetStatsRequest* request,
     authtrail::v1::Stats* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "GetStats", [&]() -> grpc::Status {
     absl::StatusOr<authtrail::v1::Stats> stats = store_->GetStats();
     if (!stats.ok()) return ToGrpc(stats.status());
     *response = std::move(*stats);
@@ -54,7 +44,7 @@ grpc::ServerUnaryReactor* AdminService::StartRebuild(
     grpc::CallbackServerContext* context,
     const authtrail::v1::StartRebuildRequest* request,
     Operation* response) {
-  return Serve(context, [&] {
+  return ServeUnary(context, metrics_, "StartRebuild", [&] {
     return Reply(operations_->StartRebuild(), response);
   });
 }
@@ -62,7 +52,7 @@ grpc::ServerUnaryReactor* AdminService::StartRebuild(
 grpc::ServerUnaryReactor* AdminService::StartVerify(
     grpc::CallbackServerContext* context,
     const authtrail::v1::StartVerifyRequest* request, Operation* response) {
-  return Serve(context, [&] {
+  return ServeUnary(context, metrics_, "StartVerify", [&] {
     return Reply(operations_->StartVerify(*request), response);
   });
 }
@@ -70,7 +60,7 @@ grpc::ServerUnaryReactor* AdminService::StartVerify(
 grpc::ServerUnaryReactor* AdminService::StartBackup(
     grpc::CallbackServerContext* context,
     const authtrail::v1::StartBackupRequest* request, Operation* response) {
-  return Serve(context, [&] {
+  return ServeUnary(context, metrics_, "StartBackup", [&] {
     return Reply(operations_->StartBackup(request->dir()), response);
   });
 }
@@ -78,7 +68,7 @@ grpc::ServerUnaryReactor* AdminService::StartBackup(
 grpc::ServerUnaryReactor* AdminService::GetOperation(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetOperationRequest* request, Operation* response) {
-  return Serve(context, [&] {
+  return ServeUnary(context, metrics_, "GetOperation", [&] {
     return Reply(operations_->Get(request->id()), response);
   });
 }
@@ -87,7 +77,7 @@ grpc::ServerUnaryReactor* AdminService::ReadLog(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ReadLogRequest* request,
     authtrail::v1::ReadLogResponse* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "ReadLog", [&]() -> grpc::Status {
     if (request->max_events() < 0) {
       return InvalidArgument(
           {{"max_events", "is negative; use 0 (default 500) to 1000"}});

@@ -4,6 +4,7 @@
 #define AUTHTRAIL_SERVICES_ADMIN_SERVICE_H_
 
 #include "authtrail/v1/admin.grpc.pb.h"
+#include "services/metrics.h"
 #include "services/operations.h"
 #include "storage/event_store.h"
 
@@ -12,9 +13,10 @@ namespace authtrail::services {
 class AdminService final
     : public authtrail::v1::AuthTrailAdmin::CallbackService {
  public:
-  // `store` and `operations` must outlive the service.
-  AdminService(storage::EventStore* store, Operations* operations)
-      : store_(store), operations_(operations) {}
+  // `store`, `operations` and `metrics` must outlive the service.
+  AdminService(storage::EventStore* store, Operations* operations,
+               Metrics* metrics)
+      : store_(store), operations_(operations), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* GetStats(
       grpc::CallbackServerContext* context,
@@ -44,6 +46,7 @@ class AdminService final
  private:
   storage::EventStore* store_;
   Operations* operations_;
+  Metrics* metrics_;
 };
 
 }  // namespace authtrail::services

@@ -12,18 +12,6 @@ namespace {
 
 using google::protobuf::Timestamp;
 
-// Runs `body` unless the call is already dead, and finishes the call with
-// what it returns.
-template <typename Body>
-grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
-                                Body body) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  grpc::Status status = CheckAlive(context);
-  if (status.ok()) status = body();
-  reactor->Finish(status);
-  return reactor;
-}
-
 bool Before(const Timestamp& a, const Timestamp& b) {
   return std::pair(a.seconds(), a.nanos()) < std::pair(b.seconds(), b.nanos());
 }
@@ -105,7 +93,7 @@ grpc::ServerUnaryReactor* HistoryService::ListConnections(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ListConnectionsRequest* request,
     authtrail::v1::ListConnectionsResponse* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "ListConnections", [&]() -> grpc::Status {
     auto v = ValidateId("patient_id", request->patient_id(), true);
     if (!v.empty()) return InvalidArgument(v);
     auto connections = store_->ListConnections(
@@ -120,7 +108,7 @@ grpc::ServerUnaryReactor* HistoryService::GetConnection(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetConnectionRequest* request,
     authtrail::v1::Connection* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "GetConnection", [&]() -> grpc::Status {
     auto v = ValidateId("connection_id", request->connection_id(), true);
     if (!v.empty()) return InvalidArgument(v);
     auto connection = store_->GetConnection(request->connection_id());
@@ -134,7 +122,7 @@ grpc::ServerUnaryReactor* HistoryService::ListEvents(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ListEventsRequest* request,
     authtrail::v1::ListEventsResponse* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "ListEvents", [&]() -> grpc::Status {
     auto v = ValidateListEvents(*request);
     if (!v.empty()) return InvalidArgument(v);
     storage::EventQuery query;
@@ -170,7 +158,7 @@ grpc::ServerUnaryReactor* HistoryService::GetFailureTimeline(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetFailureTimelineRequest* request,
     authtrail::v1::GetFailureTimelineResponse* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "GetFailureTimeline", [&]() -> grpc::Status {
     storage::TimelineQuery query;
     if (grpc::Status s = TimelineQueryOf(*request, &query); !s.ok()) return s;
     auto timeline = store_->FailureTimeline(query);
@@ -184,7 +172,7 @@ grpc::ServerUnaryReactor* HistoryService::DiagnoseSession(
     grpc::CallbackServerContext* context,
     const authtrail::v1::DiagnoseSessionRequest* request,
     authtrail::v1::SessionDiagnosis* response) {
-  return Serve(context, [&]() -> grpc::Status {
+  return ServeUnary(context, metrics_, "DiagnoseSession", [&]() -> grpc::Status {
     auto v = ValidateId("session_id", request->session_id(), true);
     if (!v.empty()) return InvalidArgument(v);
     auto diagnosis = store_->DiagnoseSession(request->session_id());

@@ -5,6 +5,7 @@
 #define AUTHTRAIL_SERVICES_HISTORY_SERVICE_H_
 
 #include "authtrail/v1/history.grpc.pb.h"
+#include "services/metrics.h"
 #include "storage/event_store.h"
 
 namespace authtrail::services {
@@ -12,8 +13,9 @@ namespace authtrail::services {
 class HistoryService final
     : public authtrail::v1::AuthHistory::CallbackService {
  public:
-  // `store` must outlive the service.
-  explicit HistoryService(const storage::EventStore* store) : store_(store) {}
+  // `store` and `metrics` must outlive the service.
+  HistoryService(const storage::EventStore* store, Metrics* metrics)
+      : store_(store), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* ListConnections(
       grpc::CallbackServerContext* context,
@@ -38,6 +40,7 @@ class HistoryService final
 
  private:
   const storage::EventStore* store_;
+  Metrics* metrics_;
 };
 
 }  // namespace authtrail::services

@@ -12,30 +12,42 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
     const authtrail::v1::AppendEventsRequest* request,
     authtrail::v1::AppendEventsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time received = absl::Now();
+  uint64_t offered = request->events_size();
+  auto refuse = [this, reactor, offered](const grpc::Status& status) {
+    metrics_->CountAppended("refused", CodeName(status.error_code()),
+                            offered);
+    reactor->Finish(status);
+  };
   if (grpc::Status alive = CheckAlive(context); !alive.ok()) {
-    reactor->Finish(alive);
+    refuse(alive);
     return reactor;
   }
-  std::vector<Violation> violations = ValidateAppend(*request, absl::Now());
+  std::vector<Violation> violations = ValidateAppend(*request, received);
   if (!violations.empty()) {
-    reactor->Finish(InvalidArgument(violations));
+    refuse(InvalidArgument(violations));
     return reactor;
   }
   std::vector<authtrail::v1::AuthEvent> events(request->events().begin(),
                                                request->events().end());
   store_->Append(
       std::move(events),
-      [reactor, response](
+      [this, reactor, response, received, refuse](
           absl::StatusOr<std::vector<storage::AppendOutcome>> result) {
         if (!result.ok()) {
-          reactor->Finish(ToGrpc(result.status()));
+          refuse(ToGrpc(result.status()));
           return;
         }
+        uint64_t duplicates = 0;
         for (const storage::AppendOutcome& outcome : *result) {
           auto* r = response->add_results();
           r->set_position(outcome.position);
           r->set_duplicate(outcome.duplicate);
+          duplicates += outcome.duplicate ? 1 : 0;
         }
+        metrics_->CountAppended("accepted", "", result->size() - duplicates);
+        metrics_->CountAppended("duplicate", "", duplicates);
+        metrics_->ObserveAppendLatency(absl::Now() - received);
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;

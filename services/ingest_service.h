@@ -5,14 +5,16 @@
 #define AUTHTRAIL_SERVICES_INGEST_SERVICE_H_
 
 #include "authtrail/v1/ingest.grpc.pb.h"
+#include "services/metrics.h"
 #include "storage/event_store.h"
 
 namespace authtrail::services {
 
 class IngestService final : public authtrail::v1::AuthEventIngest::CallbackService {
  public:
-  // `store` must outlive the service.
-  explicit IngestService(storage::EventStore* store) : store_(store) {}
+  // `store` and `metrics` must outlive the service.
+  IngestService(storage::EventStore* store, Metrics* metrics)
+      : store_(store), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* AppendEvents(
       grpc::CallbackServerContext* context,
@@ -21,6 +23,7 @@ class IngestService final : public authtrail::v1::AuthEventIngest::CallbackServi
 
  private:
   storage::EventStore* store_;
+  Metrics* metrics_;
 };
 
 }  // namespace authtrail::services

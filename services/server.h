@@ -17,6 +17,8 @@ class IngestService;
 class HistoryService;
 class AdminService;
 class Operations;
+class Metrics;
+class MetricsServer;
 
 struct ServerOptions {
   // HOST:PORT; port 0 picks a free one (see AuthTrailServer::port()).
@@ -24,6 +26,8 @@ struct ServerOptions {
   storage::StoreOptions store;
   // How long Shutdown waits for in-flight calls before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // HOST:PORT of the Prometheus endpoint (GET /metrics); empty: none.
+  std::string metrics_listen;
   // Largest request accepted; above the batch limit so that a too-large
   // batch gets a clear INVALID_ARGUMENT rather than a transport error.
   int max_receive_bytes = 8 << 20;
@@ -41,6 +45,7 @@ class AuthTrailServer {
   int port() const { return port_; }
   storage::EventStore* store() { return store_.get(); }
   Operations& operations() { return *operations_; }
+  Metrics& metrics() { return *metrics_; }
 
   // Reports NOT_SERVING, stops accepting, lets in-flight calls finish
   // within the grace period, commits queued appends and closes the store.
@@ -49,8 +54,11 @@ class AuthTrailServer {
 
  private:
   AuthTrailServer() = default;
+  void AddGauges();
 
   ServerOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<storage::EventStore> store_;
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<HistoryService> history_;

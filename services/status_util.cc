@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -30,6 +31,13 @@ grpc::Status InvalidArgument(const std::vector<Violation>& violations) {
   rich.add_details()->PackFrom(bad_request);
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message,
                       rich.SerializeAsString());
+}
+
+std::string CodeName(grpc::StatusCode code) {
+  std::string name =
+      absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  for (char& c : name) c = (c == ' ') ? '_' : absl::ascii_toupper(c);
+  return name;
 }
 
 grpc::Status CheckAlive(grpc::CallbackServerContext* context) {

@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "services/metrics.h"
 #include "services/validation.h"
 
 namespace authtrail::services {
@@ -18,9 +20,29 @@ grpc::Status ToGrpc(const absl::Status& status);
 // REQUIRES: !violations.empty().
 grpc::Status InvalidArgument(const std::vector<Violation>& violations);
 
+// "INVALID_ARGUMENT" for INVALID_ARGUMENT, and so on.
+std::string CodeName(grpc::StatusCode code);
+
 // DEADLINE_EXCEEDED when the call's deadline has passed or the client
 // cancelled it: then the handler must do no work. OK otherwise.
 grpc::Status CheckAlive(grpc::CallbackServerContext* context);
+
+// Runs `body` (returning grpc::Status) for a unary call unless the call is
+// already dead, finishes the call with its status, and records the call's
+// latency and code under `rpc`.
+template <typename Body>
+grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
+                                     Metrics* metrics, const char* rpc,
+                                     Body body) {
+  absl::Time started = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  grpc::Status status = CheckAlive(context);
+  if (status.ok()) status = body();
+  metrics->ObserveQuery(rpc, CodeName(status.error_code()),
+                        absl::Now() - started);
+  reactor->Finish(status);
+  return reactor;
+}
 
 }  // namespace authtrail::services
 

@@ -654,7 +654,13 @@ void EventStore::CommitGroup(
 
   rocksdb::WriteOptions write;
   write.sync = options_.sync;
+  absl::Time write_started = absl::Now();
   rocksdb::Status s = db_->Write(write, commit.batch());
+  if (s.ok() && options_.on_group_commit) {
+    options_.on_group_commit(commit.next_position() - 1 -
+                                 head_position_.load(),
+                             absl::Now() - write_started);
+  }
   if (s.ok()) {
     std::lock_guard<std::mutex> lock(head_mu_);
     head_hash_ = commit.chain();

@@ -49,6 +49,10 @@ struct StoreOptions {
   size_t block_cache_bytes = size_t{64} << 20;
   // Abandonment and pending bounds, applied when reading.
   absl::Duration stall_window = absl::Minutes(30);
+  // Called on the writer thread after each group commit's synced write
+  // with the events written and how long the write took.
+  std::function<void(size_t events, absl::Duration write_time)>
+      on_group_commit;
   // Source of the recorded_at clock; tests replace it.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
@@ -208,6 +212,12 @@ class EventStore {
   // Events from `from` (>= 1) on, at most `limit` of them, by position.
   absl::StatusOr<std::vector<authtrail::v1::RecordedEvent>> ReadRange(
       uint64_t from, size_t limit) const;
+
+  // A RocksDB integer property summed over the live column families
+  // (e.g. "rocksdb.estimate-live-data-size"), or of the database as a whole
+  // when `per_family` is false (e.g. "rocksdb.block-cache-usage", whose
+  // cache all families share); 0 when unknown.
+  uint64_t IntProperty(const std::string& name, bool per_family) const;
 
   // The reducer version the live projections were built with.
   uint32_t ProjectionVersion() const;

@@ -34,6 +34,22 @@ uint32_t EventStore::ProjectionVersion() const {
 
 uint64_t EventStore::Generation() const { return Cols()->generation; }
 
+uint64_t EventStore::IntProperty(const std::string& name,
+                                 bool per_family) const {
+  std::shared_ptr<const Columns> cols = Cols();
+  uint64_t total = 0;
+  if (!per_family) {
+    return db_->GetIntProperty(cols->meta, name, &total) ? total : 0;
+  }
+  for (rocksdb::ColumnFamilyHandle* h :
+       {cols->meta, cols->log, cols->event_ids, cols->index,
+        cols->connections, cols->sessions, cols->timeline}) {
+    uint64_t value = 0;
+    if (db_->GetIntProperty(h, name, &value)) total += value;
+  }
+  return total;
+}
+
 absl::StatusOr<std::shared_ptr<Columns>> EventStore::CreateDerived(
     const Columns& like, uint64_t generation,
     const std::function<std::string(const char*)>& name_of) {
