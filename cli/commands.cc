@@ -236,7 +236,8 @@ void PrefixEnumValue(Json& object, const char* key,
   *it = value;
 }
 
-// Parses one input line into an event.
+}  // namespace
+
 absl::StatusOr<v1::AuthEvent> ParseEventLine(absl::string_view line) {
   std::string normalised;
   try {
@@ -261,6 +262,8 @@ absl::StatusOr<v1::AuthEvent> ParseEventLine(absl::string_view line) {
   }
   return event;
 }
+
+namespace {
 
 // Collects events into batches and sends each when full.
 class BatchSender {

@@ -95,6 +95,10 @@ struct AppendCounts {
 absl::StatusOr<AppendCounts> Append(Client& client,
                                     const v1::AppendEventsRequest& request);
 
+// Parses one JSON line into an event, accepting enum values with or without
+// their prefix, in any case ("consent", "CONSENT", "STEP_CONSENT").
+absl::StatusOr<v1::AuthEvent> ParseEventLine(absl::string_view line);
+
 // ---- Commands -------------------------------------------------------------
 
 struct EmitOptions {

@@ -14,7 +14,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "cli/format.h"
-#include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 
 namespace authtrail::cli {
@@ -266,12 +265,7 @@ absl::StatusOr<v1::AuthEvent> ImportLine(const std::string& line) {
     return event;
   }
   const Json& body = json.contains("event") ? json["event"] : json;
-  auto status = google::protobuf::util::JsonStringToMessage(body.dump(),
-                                                            &event);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(std::string(status.message()));
-  }
-  return event;
+  return ParseEventLine(body.dump());
 }
 
 }  // namespace
@@ -307,9 +301,14 @@ absl::Status RunImport(const GlobalOptions& global,
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     absl::StatusOr<v1::AuthEvent> event = ImportLine(line);
     if (!event.ok()) {
-      return InputError(absl::StrCat("line ", number, ": ",
-                                     event.status().message(),
-                                     "; earlier lines were imported"));
+      // Send what came before the bad line, so that a retry from here on
+      // (or of the whole file, which is idempotent) completes the import.
+      absl::Status sent = flush();
+      progress.Done();
+      return InputError(absl::StrCat(
+          "line ", number, ": ", event.status().message(), "; ",
+          sent.ok() ? "the lines before it were imported"
+                    : "the lines before it may not all be imported"));
     }
     *request.add_events() = std::move(*event);
     if (request.events_size() >= options.batch) {

@@ -79,7 +79,9 @@ absl::StatusOr<Operation> Operations::Start(
     running_ = false;
     LogEvent(status.ok() ? spdlog::level::info : spdlog::level::err,
              KindName(kind) + "_finished",
-             {{"operation", id}, {"ok", status.ok()}, {"events", op.done()},
+             {{"operation", id}, {"completed", status.ok()},
+              {"problem_found", op.has_verify() && !op.verify().ok()},
+              {"events", op.done()},
               {"seconds", seconds}, {"error", op.error()}});
   });
   return op;
