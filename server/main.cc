@@ -13,11 +13,6 @@
 
 namespace {
 
-std::string EnvOr(const char* name, std::string fallback) {
-  const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? value : fallback;
-}
-
 // Blocks SIGTERM and SIGINT in every thread so that main can wait for them
 // with sigwait. REQUIRES: called before any thread starts.
 sigset_t BlockStopSignals() {
@@ -85,40 +80,60 @@ int RunOffline(const authtrail::storage::StoreOptions& options,
 
 int main(int argc, char** argv) {
   authtrail::services::ServerOptions options;
-  options.listen = EnvOr("AUTHTRAIL_LISTEN", options.listen);
-  options.store.data_dir = EnvOr("AUTHTRAIL_DATA_DIR", "authtrail-data");
-  std::string log_level = EnvOr("AUTHTRAIL_LOG_LEVEL", "info");
+  options.store.data_dir = "authtrail-data";
+  options.metrics_listen = "127.0.0.1:50152";
+  std::string log_level = "info";
   int stall_minutes = 30;
   int grace_seconds = 10;
+  int block_cache_mb = 64;
+  bool unsafe_no_sync = false;
+  bool offline_rebuild = false;
+  bool offline_verify = false;
 
+  // Each option comes from, in order of precedence: the command line, the
+  // config file (--config), the environment variable, the default.
   CLI::App app{"authtraild: the audit trail of patients' authorization "
-               "attempts, served over gRPC."};
-  app.add_option("--listen", options.listen,
-                 "HOST:PORT to serve on (env AUTHTRAIL_LISTEN)")
+               "attempts, served over gRPC. Every option can also be set in "
+               "the environment (AUTHTRAIL_<NAME>) or in a --config file "
+               "(name = value per line); see docs/CONFIGURATION.md."};
+  app.set_config("--config", "", "Read options from this file")
+      ->envname("AUTHTRAIL_CONFIG");
+  app.add_option("--listen", options.listen, "HOST:PORT to serve gRPC on")
+      ->envname("AUTHTRAIL_LISTEN")
       ->capture_default_str();
   app.add_option("--data_dir", options.store.data_dir,
-                 "RocksDB data folder, created when missing "
-                 "(env AUTHTRAIL_DATA_DIR)")
+                 "RocksDB data folder, created (owner-only) when missing")
+      ->envname("AUTHTRAIL_DATA_DIR")
+      ->capture_default_str();
+  app.add_option("--metrics_listen", options.metrics_listen,
+                 "HOST:PORT of the Prometheus endpoint GET /metrics, or "
+                 "off")
+      ->envname("AUTHTRAIL_METRICS_LISTEN")
+      ->capture_default_str();
+  app.add_option("--log_level", log_level,
+                 "trace, debug, info, warn, error, critical or off")
+      ->envname("AUTHTRAIL_LOG_LEVEL")
       ->capture_default_str();
   app.add_option("--stall_window_minutes", stall_minutes,
-                 "an attempt silent this long is abandoned")
+                 "an attempt silent this long reads as abandoned, and a "
+                 "started step or refresh with no end as outcome unknown")
+      ->envname("AUTHTRAIL_STALL_WINDOW_MINUTES")
       ->capture_default_str()
       ->check(CLI::Range(1, 7 * 24 * 60));
   app.add_option("--shutdown_grace_seconds", grace_seconds,
                  "how long SIGTERM waits for in-flight calls")
+      ->envname("AUTHTRAIL_SHUTDOWN_GRACE_SECONDS")
       ->capture_default_str()
       ->check(CLI::Range(0, 600));
-  options.metrics_listen = EnvOr("AUTHTRAIL_METRICS_LISTEN",
-                                 "127.0.0.1:50152");
-  app.add_option("--metrics_listen", options.metrics_listen,
-                 "HOST:PORT of the Prometheus endpoint GET /metrics; empty "
-                 "turns it off (env AUTHTRAIL_METRICS_LISTEN)")
-      ->capture_default_str();
-  app.add_option("--log_level", log_level,
-                 "trace, debug, info, warn, error (env AUTHTRAIL_LOG_LEVEL)")
-      ->capture_default_str();
-  bool offline_rebuild = false;
-  bool offline_verify = false;
+  app.add_option("--block_cache_mb", block_cache_mb,
+                 "RocksDB block cache for reads, in MiB")
+      ->envname("AUTHTRAIL_BLOCK_CACHE_MB")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 1 << 20));
+  app.add_flag("--unsafe_no_sync", unsafe_no_sync,
+               "DO NOT USE IN PRODUCTION: acknowledge appends before they "
+               "are on disk (benchmarks only; a crash loses events)")
+      ->envname("AUTHTRAIL_UNSAFE_NO_SYNC");
   app.add_flag("--offline_rebuild", offline_rebuild,
                "rebuild every projection of --data_dir from the log, then "
                "exit (the server must be stopped)");
@@ -136,8 +151,19 @@ int main(int argc, char** argv) {
     std::cerr << "--log_level: unknown level \"" << log_level << "\"\n";
     return 2;
   }
+  if (options.metrics_listen == "off") options.metrics_listen.clear();
   options.store.stall_window = absl::Minutes(stall_minutes);
+  options.store.block_cache_bytes =
+      static_cast<size_t>(block_cache_mb) << 20;
+  options.store.sync = !unsafe_no_sync;
   options.shutdown_grace = absl::Seconds(grace_seconds);
+  if (unsafe_no_sync) {
+    authtrail::services::LogEvent(
+        spdlog::level::warn, "UNSAFE_NO_SYNC",
+        {{"warning", "appends are acknowledged before they are on disk; a "
+                     "crash or power loss LOSES acknowledged events; for "
+                     "benchmarks only"}});
+  }
   if (offline_rebuild || offline_verify) {
     return RunOffline(options.store, offline_rebuild);
   }
