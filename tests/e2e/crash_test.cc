@@ -30,23 +30,6 @@
 namespace authtrail::testing {
 namespace {
 
-// A free loopback port (bound, then released for the server to take).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return 0;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // A channel that reconnects quickly: servers here restart within
 // milliseconds, and gRPC's default backoff would wait seconds.
 std::shared_ptr<grpc::Channel> FastChannel(const std::string& address) {

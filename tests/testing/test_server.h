@@ -56,6 +56,12 @@ class TestServer {
   std::unique_ptr<authtrail::v1::AuthTrailAdmin::Stub> admin_;
 };
 
+// A free loopback port (bound, then released for a server to take).
+int FreePort();
+
+// The body of an HTTP GET of `path` on 127.0.0.1:`port`; empty on failure.
+std::string HttpGet(int port, const std::string& path);
+
 // A client context with a 10 s deadline.
 std::unique_ptr<grpc::ClientContext> Context();
 
