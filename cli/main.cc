@@ -58,6 +58,7 @@ struct Options {
   SimulateOptions simulate;
   VerifyCommandOptions verify;
   std::string backup_dir;
+  std::string log_level;
   ExportOptions export_log;
   ImportOptions import_log;
 };
@@ -201,6 +202,13 @@ void AddOperations(CLI::App& app, Options& o, Commands& commands) {
                      "New folder, absolute path on the server's machine")
       ->required();
   commands.Add(backup, [&o] { return RunBackup(o.global, o.backup_dir); });
+
+  CLI::App* level = app.add_subcommand(
+      "log-level", "Change the server's log level until it restarts");
+  level->add_option("level", o.log_level,
+                    "trace, debug, info, warn, error, critical or off")
+      ->required();
+  commands.Add(level, [&o] { return RunSetLogLevel(o.global, o.log_level); });
 
   CLI::App* exp = app.add_subcommand(
       "export", "Write events as JSON lines by position range (resumable)");

@@ -173,6 +173,22 @@ absl::Status RunVerify(const GlobalOptions& global,
   return absl::OkStatus();
 }
 
+absl::Status RunSetLogLevel(const GlobalOptions& global,
+                           const std::string& level) {
+  Client client(global);
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  v1::SetLogLevelRequest request;
+  request.set_level(level);
+  v1::SetLogLevelResponse response;
+  grpc::Status status =
+      client.admin().SetLogLevel(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status, "SetLogLevel", global);
+  std::cout << "log level " << response.previous_level() << " -> "
+            << response.level() << '\n';
+  return absl::OkStatus();
+}
+
 absl::Status RunBackup(const GlobalOptions& global, const std::string& dir) {
   v1::StartBackupRequest request;
   request.set_dir(dir);

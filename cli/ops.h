@@ -35,6 +35,8 @@ absl::Status RunRebuild(const GlobalOptions& global);
 // Fails with an error (exit 1) when verify finds a problem.
 absl::Status RunVerify(const GlobalOptions& global,
                        const VerifyCommandOptions& options);
+absl::Status RunSetLogLevel(const GlobalOptions& global,
+                           const std::string& level);
 absl::Status RunBackup(const GlobalOptions& global, const std::string& dir);
 
 // Writes events as JSON lines, one RecordedEvent per line plus

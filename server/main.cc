@@ -96,8 +96,14 @@ int main(int argc, char** argv) {
                "attempts, served over gRPC. Every option can also be set in "
                "the environment (AUTHTRAIL_<NAME>) or in a --config file "
                "(name = value per line); see docs/CONFIGURATION.md."};
-  app.set_config("--config", "", "Read options from this file")
-      ->envname("AUTHTRAIL_CONFIG");
+  // The file named by AUTHTRAIL_CONFIG is the default of --config, and then
+  // must exist. Unknown names in the file are errors, not silently ignored.
+  const char* config_env = std::getenv("AUTHTRAIL_CONFIG");
+  std::string default_config = config_env != nullptr ? config_env : "";
+  app.set_config("--config", default_config,
+                 "Read options from this file (env AUTHTRAIL_CONFIG)",
+                 /*config_required=*/!default_config.empty());
+  app.allow_config_extras(false);
   app.add_option("--listen", options.listen, "HOST:PORT to serve gRPC on")
       ->envname("AUTHTRAIL_LISTEN")
       ->capture_default_str();

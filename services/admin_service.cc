@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "services/log.h"
 #include "services/status_util.h"
 #include "services/validation.h"
 #include "storage/reducers.h"
@@ -100,6 +101,23 @@ grpc::ServerUnaryReactor* AdminService::ReadLog(
     }
     response->set_next_position(next);
     response->set_head_position(store_->HeadPosition());
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::SetLogLevel(
+    grpc::CallbackServerContext* context,
+    const authtrail::v1::SetLogLevelRequest* request,
+    authtrail::v1::SetLogLevelResponse* response) {
+  return ServeUnary(context, metrics_, "SetLogLevel", [&]() -> grpc::Status {
+    std::string previous;
+    if (!services::SetLogLevel(request->level(), &previous)) {
+      return InvalidArgument(
+          {{"level", "must be one of trace, debug, info, warn, error, "
+                     "critical, off"}});
+    }
+    response->set_previous_level(previous);
+    response->set_level(request->level());
     return grpc::Status::OK;
   });
 }

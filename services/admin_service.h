@@ -38,6 +38,10 @@ class AdminService final
       grpc::CallbackServerContext* context,
       const authtrail::v1::GetOperationRequest* request,
       authtrail::v1::Operation* response) override;
+  grpc::ServerUnaryReactor* SetLogLevel(
+      grpc::CallbackServerContext* context,
+      const authtrail::v1::SetLogLevelRequest* request,
+      authtrail::v1::SetLogLevelResponse* response) override;
   grpc::ServerUnaryReactor* ReadLog(
       grpc::CallbackServerContext* context,
       const authtrail::v1::ReadLogRequest* request,

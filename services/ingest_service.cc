@@ -14,9 +14,12 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time received = absl::Now();
   uint64_t offered = request->events_size();
-  auto refuse = [this, reactor, offered](const grpc::Status& status) {
+  std::string request_id = EchoRequestId(context);
+  auto refuse = [this, reactor, offered, received,
+                 request_id](const grpc::Status& status) {
     metrics_->CountAppended("refused", CodeName(status.error_code()),
                             offered);
+    LogCall("AppendEvents", status, absl::Now() - received, request_id);
     reactor->Finish(status);
   };
   if (grpc::Status alive = CheckAlive(context); !alive.ok()) {
@@ -32,7 +35,7 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
                                                request->events().end());
   store_->Append(
       std::move(events),
-      [this, reactor, response, received, refuse](
+      [this, reactor, response, received, refuse, request_id](
           absl::StatusOr<std::vector<storage::AppendOutcome>> result) {
         if (!result.ok()) {
           refuse(ToGrpc(result.status()));
@@ -47,7 +50,9 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
         }
         metrics_->CountAppended("accepted", "", result->size() - duplicates);
         metrics_->CountAppended("duplicate", "", duplicates);
-        metrics_->ObserveAppendLatency(absl::Now() - received);
+        absl::Duration took = absl::Now() - received;
+        metrics_->ObserveAppendLatency(took);
+        LogCall("AppendEvents", grpc::Status::OK, took, request_id);
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;

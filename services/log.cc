@@ -21,6 +21,18 @@ bool InitLogging(std::string_view level) {
   return true;
 }
 
+bool SetLogLevel(std::string_view level, std::string* previous) {
+  spdlog::level::level_enum parsed =
+      spdlog::level::from_str(std::string(level));
+  if (parsed == spdlog::level::off && level != "off") return false;
+  auto name = spdlog::level::to_string_view(spdlog::get_level());
+  previous->assign(name.data(), name.size());
+  spdlog::set_level(parsed);
+  LogEvent(spdlog::level::info, "log_level_changed",
+           {{"from", *previous}, {"to", std::string(level)}});
+  return true;
+}
+
 void LogEvent(spdlog::level::level_enum level, std::string_view event,
               nlohmann::json fields) {
   if (!spdlog::should_log(level)) return;

@@ -16,6 +16,10 @@ namespace authtrail::services {
 // info, warn, error, critical, off; false when it is none of them.
 bool InitLogging(std::string_view level);
 
+// Changes the level at run time. False (and nothing changes) for a name
+// that is not a level; `previous` gets the level before.
+bool SetLogLevel(std::string_view level, std::string* previous);
+
 // Logs `event` with `fields` (a JSON object) at `level`.
 void LogEvent(spdlog::level::level_enum level, std::string_view event,
               nlohmann::json fields = nlohmann::json::object());

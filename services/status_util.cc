@@ -1,11 +1,13 @@
 #include "services/status_util.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "services/log.h"
 
 namespace authtrail::services {
 
@@ -31,6 +33,30 @@ grpc::Status InvalidArgument(const std::vector<Violation>& violations) {
   rich.add_details()->PackFrom(bad_request);
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message,
                       rich.SerializeAsString());
+}
+
+std::string EchoRequestId(grpc::CallbackServerContext* context) {
+  constexpr char kKey[] = "x-request-id";
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find(kKey);
+  if (it == metadata.end()) return "";
+  // Bounded, and only printable ASCII goes back into a header.
+  std::string id(it->second.data(),
+                 std::min<size_t>(it->second.size(), 128));
+  for (char& c : id) {
+    if (c < 0x20 || c > 0x7e) c = '_';
+  }
+  context->AddInitialMetadata(kKey, id);
+  return id;
+}
+
+void LogCall(const char* rpc, const grpc::Status& status,
+             absl::Duration latency, const std::string& request_id) {
+  LogEvent(spdlog::level::debug, "call",
+           {{"rpc", rpc},
+            {"code", CodeName(status.error_code())},
+            {"micros", absl::ToInt64Microseconds(latency)},
+            {"request_id", request_id}});
 }
 
 std::string CodeName(grpc::StatusCode code) {

@@ -20,6 +20,14 @@ grpc::Status ToGrpc(const absl::Status& status);
 // REQUIRES: !violations.empty().
 grpc::Status InvalidArgument(const std::vector<Violation>& violations);
 
+// The caller's `x-request-id` metadata, echoed back in the response's
+// initial metadata; empty when the caller sent none.
+std::string EchoRequestId(grpc::CallbackServerContext* context);
+
+// Logs one call at debug level: RPC, status code, latency, request id.
+void LogCall(const char* rpc, const grpc::Status& status,
+             absl::Duration latency, const std::string& request_id);
+
 // "INVALID_ARGUMENT" for INVALID_ARGUMENT, and so on.
 std::string CodeName(grpc::StatusCode code);
 
@@ -36,10 +44,12 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
                                      Body body) {
   absl::Time started = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::string request_id = EchoRequestId(context);
   grpc::Status status = CheckAlive(context);
   if (status.ok()) status = body();
-  metrics->ObserveQuery(rpc, CodeName(status.error_code()),
-                        absl::Now() - started);
+  absl::Duration took = absl::Now() - started;
+  metrics->ObserveQuery(rpc, CodeName(status.error_code()), took);
+  LogCall(rpc, status, took, request_id);
   reactor->Finish(status);
   return reactor;
 }

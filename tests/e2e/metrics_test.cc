@@ -92,3 +92,37 @@ TEST(MetricsTest, APortInUseIsAnErrorAtStart) {
 
 }  // namespace
 }  // namespace authtrail::testing
+
+namespace authtrail::testing {
+namespace {
+
+TEST(ConventionsTest, RequestIdIsEchoedAndLogLevelChangesAtRunTime) {
+  TestServer server;
+  grpc::ClientContext context;
+  context.AddMetadata("x-request-id", "req-abc-123");
+  v1::Stats stats;
+  ASSERT_TRUE(server.admin().GetStats(&context, {}, &stats).ok());
+  auto echoed = context.GetServerInitialMetadata().find("x-request-id");
+  ASSERT_NE(echoed, context.GetServerInitialMetadata().end());
+  EXPECT_EQ(std::string(echoed->second.data(), echoed->second.size()),
+            "req-abc-123");
+
+  v1::SetLogLevelRequest request;
+  request.set_level("debug");
+  v1::SetLogLevelResponse response;
+  ASSERT_TRUE(
+      server.admin().SetLogLevel(Context().get(), request, &response).ok());
+  EXPECT_EQ(response.level(), "debug");
+  request.set_level(response.previous_level());
+  ASSERT_TRUE(
+      server.admin().SetLogLevel(Context().get(), request, &response).ok());
+  EXPECT_EQ(response.previous_level(), "debug");
+  request.set_level("loud");
+  EXPECT_EQ(server.admin()
+                .SetLogLevel(Context().get(), request, &response)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace authtrail::testing
