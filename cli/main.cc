@@ -198,22 +198,25 @@ void AddOperations(CLI::App& app, Options& o, Commands& commands) {
 
   CLI::App* backup = app.add_subcommand(
       "backup", "Write a consistent copy of the database while serving");
-  backup->add_option("dir", o.backup_dir,
-                     "New folder, absolute path on the server's machine")
+  backup
+      ->add_option("dir", o.backup_dir,
+                   "New folder, absolute path on the server's machine")
       ->required();
   commands.Add(backup, [&o] { return RunBackup(o.global, o.backup_dir); });
 
   CLI::App* level = app.add_subcommand(
       "log-level", "Change the server's log level until it restarts");
-  level->add_option("level", o.log_level,
-                    "trace, debug, info, warn, error, critical or off")
+  level
+      ->add_option("level", o.log_level,
+                   "trace, debug, info, warn, error, critical or off")
       ->required();
   commands.Add(level, [&o] { return RunSetLogLevel(o.global, o.log_level); });
 
   CLI::App* exp = app.add_subcommand(
       "export", "Write events as JSON lines by position range (resumable)");
-  exp->add_option("file", o.export_log.file, "Output file; stdout when - or "
-                                             "absent");
+  exp->add_option("file", o.export_log.file,
+                  "Output file; stdout when - or "
+                  "absent");
   exp->add_option("--from", o.export_log.from, "First position")
       ->capture_default_str();
   exp->add_flag("--append", o.export_log.append,
@@ -224,8 +227,9 @@ void AddOperations(CLI::App& app, Options& o, Commands& commands) {
 
   CLI::App* imp = app.add_subcommand(
       "import", "Append the events of an export; idempotent by event id");
-  imp->add_option("file", o.import_log.file, "Input file; stdin when - or "
-                                             "absent");
+  imp->add_option("file", o.import_log.file,
+                  "Input file; stdin when - or "
+                  "absent");
   imp->add_option("--batch", o.import_log.batch, "Events per AppendEvents")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();

@@ -36,15 +36,14 @@ class ProgressLine {
     constexpr int kWidth = 24;
     double fraction = total > 0 ? std::min(1.0, 1.0 * done / total) : 0;
     int filled = static_cast<int>(fraction * kWidth);
-    std::string bar = std::string(filled, '=') +
-                      std::string(kWidth - filled, ' ');
+    std::string bar =
+        std::string(filled, '=') + std::string(kWidth - filled, ' ');
     std::string eta = "-";
     if (rate > 0 && total > done) {
       eta = FormatShortDuration(absl::Seconds((total - done) / rate));
     }
     std::fprintf(stderr, "\r%s [%s] %3d%% %llu/%llu events, %.0f/s, ETA %s  ",
-                 what_.c_str(), bar.c_str(),
-                 static_cast<int>(fraction * 100),
+                 what_.c_str(), bar.c_str(), static_cast<int>(fraction * 100),
                  static_cast<unsigned long long>(done),
                  static_cast<unsigned long long>(total), rate, eta.c_str());
     drawn_ = true;
@@ -90,13 +89,13 @@ absl::Status PrintOperation(const GlobalOptions& global,
     std::cout << *json << '\n';
     return absl::OkStatus();
   }
-  absl::Duration took = FromTimestamp(op.finished_at()) -
-                        FromTimestamp(op.started_at());
+  absl::Duration took =
+      FromTimestamp(op.finished_at()) - FromTimestamp(op.started_at());
   lines.push_back({"operation", op.id()});
   lines.push_back({"took", FormatShortDuration(took)});
-  lines.push_back({"rate", absl::StrCat(static_cast<uint64_t>(
-                                            op.events_per_second()),
-                                        " events/s")});
+  lines.push_back(
+      {"rate", absl::StrCat(static_cast<uint64_t>(op.events_per_second()),
+                            " events/s")});
   PrintKeyValues(std::cout, lines);
   return absl::OkStatus();
 }
@@ -119,11 +118,11 @@ absl::StatusOr<v1::Operation> StartAndFollow(Client& client,
 
 absl::Status RunRebuild(const GlobalOptions& global) {
   Client client(global);
-  auto op = StartAndFollow(
-      client, "StartRebuild", "rebuild",
-      [&](grpc::ClientContext* context, v1::Operation* out) {
-        return client.admin().StartRebuild(context, {}, out);
-      });
+  auto op =
+      StartAndFollow(client, "StartRebuild", "rebuild",
+                     [&](grpc::ClientContext* context, v1::Operation* out) {
+                       return client.admin().StartRebuild(context, {}, out);
+                     });
   if (!op.ok()) return op.status();
   return PrintOperation(
       global, *op,
@@ -147,11 +146,11 @@ absl::Status RunVerify(const GlobalOptions& global,
     request.set_anchor_hash(parts.second);
   }
   Client client(global);
-  auto op = StartAndFollow(
-      client, "StartVerify", "verify",
-      [&](grpc::ClientContext* context, v1::Operation* out) {
-        return client.admin().StartVerify(context, request, out);
-      });
+  auto op =
+      StartAndFollow(client, "StartVerify", "verify",
+                     [&](grpc::ClientContext* context, v1::Operation* out) {
+                       return client.admin().StartVerify(context, request, out);
+                     });
   if (!op.ok()) return op.status();
   const v1::VerifyResult& v = op->verify();
   KeyValues lines = {{"result", v.ok() ? "OK" : "PROBLEM"},
@@ -167,14 +166,14 @@ absl::Status RunVerify(const GlobalOptions& global,
   }
   if (absl::Status s = PrintOperation(global, *op, lines); !s.ok()) return s;
   if (!v.ok()) {
-    return absl::DataLossError(absl::StrCat("verify found a problem: ",
-                                            v.problem()));
+    return absl::DataLossError(
+        absl::StrCat("verify found a problem: ", v.problem()));
   }
   return absl::OkStatus();
 }
 
 absl::Status RunSetLogLevel(const GlobalOptions& global,
-                           const std::string& level) {
+                            const std::string& level) {
   Client client(global);
   grpc::ClientContext context;
   client.Prepare(&context);
@@ -193,11 +192,11 @@ absl::Status RunBackup(const GlobalOptions& global, const std::string& dir) {
   v1::StartBackupRequest request;
   request.set_dir(dir);
   Client client(global);
-  auto op = StartAndFollow(
-      client, "StartBackup", "backup",
-      [&](grpc::ClientContext* context, v1::Operation* out) {
-        return client.admin().StartBackup(context, request, out);
-      });
+  auto op =
+      StartAndFollow(client, "StartBackup", "backup",
+                     [&](grpc::ClientContext* context, v1::Operation* out) {
+                       return client.admin().StartBackup(context, request, out);
+                     });
   if (!op.ok()) return op.status();
   return PrintOperation(global, *op,
                         {{"backup folder", op->backup_dir()},
@@ -210,7 +209,7 @@ absl::Status RunExport(const GlobalOptions& global,
   std::ostream* out = &std::cout;
   if (!options.file.empty() && options.file != "-") {
     file.open(options.file, std::ios::out | (options.append ? std::ios::app
-                                                             : std::ios::trunc));
+                                                            : std::ios::trunc));
     if (!file) return UsageError(absl::StrCat("cannot write ", options.file));
     out = &file;
   }
@@ -251,10 +250,9 @@ absl::Status RunExport(const GlobalOptions& global,
   progress.Done();
   out->flush();
   if (!*out) return absl::DataLossError("writing the export failed");
-  std::cerr << "exported " << written << " events, positions "
-            << options.from << ".." << next - 1
-            << (written > 0 ? "" : " (none)") << "; resume with --from "
-            << next << " --append\n";
+  std::cerr << "exported " << written << " events, positions " << options.from
+            << ".." << next - 1 << (written > 0 ? "" : " (none)")
+            << "; resume with --from " << next << " --append\n";
   return absl::OkStatus();
 }
 
@@ -273,8 +271,7 @@ absl::StatusOr<v1::AuthEvent> ImportLine(const std::string& line) {
   if (json.contains("event_bytes")) {
     std::string bytes;
     if (!json["event_bytes"].is_string() ||
-        !absl::Base64Unescape(json["event_bytes"].get<std::string>(),
-                              &bytes) ||
+        !absl::Base64Unescape(json["event_bytes"].get<std::string>(), &bytes) ||
         !event.ParseFromString(bytes)) {
       return absl::InvalidArgumentError("event_bytes is not a valid event");
     }

@@ -22,7 +22,7 @@ struct VerifyCommandOptions {
 struct ExportOptions {
   std::string file;  // "" or "-": standard output
   uint64_t from = 1;
-  uint64_t to = 0;   // 0: the head at the start
+  uint64_t to = 0;      // 0: the head at the start
   bool append = false;  // add to FILE instead of replacing it
 };
 
@@ -36,7 +36,7 @@ absl::Status RunRebuild(const GlobalOptions& global);
 absl::Status RunVerify(const GlobalOptions& global,
                        const VerifyCommandOptions& options);
 absl::Status RunSetLogLevel(const GlobalOptions& global,
-                           const std::string& level);
+                            const std::string& level);
 absl::Status RunBackup(const GlobalOptions& global, const std::string& dir);
 
 // Writes events as JSON lines, one RecordedEvent per line plus

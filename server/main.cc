@@ -26,8 +26,7 @@ sigset_t BlockStopSignals() {
 
 // Rebuilds or verifies a stopped server's data folder. Prints one JSON line
 // with the result on stdout.
-int RunOffline(const authtrail::storage::StoreOptions& options,
-               bool rebuild) {
+int RunOffline(const authtrail::storage::StoreOptions& options, bool rebuild) {
   using authtrail::services::LogEvent;
   auto store = authtrail::storage::EventStore::Open(options);
   if (!store.ok()) {
@@ -92,10 +91,11 @@ int main(int argc, char** argv) {
 
   // Each option comes from, in order of precedence: the command line, the
   // config file (--config), the environment variable, the default.
-  CLI::App app{"authtraild: the audit trail of patients' authorization "
-               "attempts, served over gRPC. Every option can also be set in "
-               "the environment (AUTHTRAIL_<NAME>) or in a --config file "
-               "(name = value per line); see docs/CONFIGURATION.md."};
+  CLI::App app{
+      "authtraild: the audit trail of patients' authorization "
+      "attempts, served over gRPC. Every option can also be set in "
+      "the environment (AUTHTRAIL_<NAME>) or in a --config file "
+      "(name = value per line); see docs/CONFIGURATION.md."};
   // The file named by AUTHTRAIL_CONFIG is the default of --config, and then
   // must exist. Unknown names in the file are errors, not silently ignored.
   const char* config_env = std::getenv("AUTHTRAIL_CONFIG");
@@ -159,16 +159,16 @@ int main(int argc, char** argv) {
   }
   if (options.metrics_listen == "off") options.metrics_listen.clear();
   options.store.stall_window = absl::Minutes(stall_minutes);
-  options.store.block_cache_bytes =
-      static_cast<size_t>(block_cache_mb) << 20;
+  options.store.block_cache_bytes = static_cast<size_t>(block_cache_mb) << 20;
   options.store.sync = !unsafe_no_sync;
   options.shutdown_grace = absl::Seconds(grace_seconds);
   if (unsafe_no_sync) {
     authtrail::services::LogEvent(
         spdlog::level::warn, "UNSAFE_NO_SYNC",
-        {{"warning", "appends are acknowledged before they are on disk; a "
-                     "crash or power loss LOSES acknowledged events; for "
-                     "benchmarks only"}});
+        {{"warning",
+          "appends are acknowledged before they are on disk; a "
+          "crash or power loss LOSES acknowledged events; for "
+          "benchmarks only"}});
   }
   if (offline_rebuild || offline_verify) {
     return RunOffline(options.store, offline_rebuild);
@@ -185,7 +185,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   LogEvent(spdlog::level::info, "ready",
-           {{"listen", options.listen}, {"port", (*server)->port()},
+           {{"listen", options.listen},
+            {"port", (*server)->port()},
             {"head_position", (*server)->store()->HeadPosition()}});
 
   int signal_number = 0;

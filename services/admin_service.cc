@@ -43,8 +43,7 @@ grpc::ServerUnaryReactor* AdminService::GetStats(
 
 grpc::ServerUnaryReactor* AdminService::StartRebuild(
     grpc::CallbackServerContext* context,
-    const authtrail::v1::StartRebuildRequest* request,
-    Operation* response) {
+    const authtrail::v1::StartRebuildRequest* request, Operation* response) {
   return ServeUnary(context, metrics_, "StartRebuild", [&] {
     return Reply(operations_->StartRebuild(), response);
   });
@@ -84,8 +83,8 @@ grpc::ServerUnaryReactor* AdminService::ReadLog(
           {{"max_events", "is negative; use 0 (default 500) to 1000"}});
     }
     size_t asked = static_cast<size_t>(request->max_events());
-    size_t limit = asked == 0 ? kDefaultReadLogEvents
-                              : std::min(asked, kMaxReadLogEvents);
+    size_t limit =
+        asked == 0 ? kDefaultReadLogEvents : std::min(asked, kMaxReadLogEvents);
     uint64_t from = std::max<uint64_t>(request->from_position(), 1);
     auto events = store_->ReadRange(from, limit);
     if (!events.ok()) return ToGrpc(events.status());
@@ -113,8 +112,9 @@ grpc::ServerUnaryReactor* AdminService::SetLogLevel(
     std::string previous;
     if (!services::SetLogLevel(request->level(), &previous)) {
       return InvalidArgument(
-          {{"level", "must be one of trace, debug, info, warn, error, "
-                     "critical, off"}});
+          {{"level",
+            "must be one of trace, debug, info, warn, error, "
+            "critical, off"}});
     }
     response->set_previous_level(previous);
     response->set_level(request->level());

@@ -44,8 +44,9 @@ grpc::Status TimelineQueryOf(
       query->id = request.scope().source_id();
       break;
     default:
-      v.push_back({"scope", "is required: set patient_id, connection_id or "
-                            "source_id"});
+      v.push_back({"scope",
+                   "is required: set patient_id, connection_id or "
+                   "source_id"});
   }
   for (const Violation& id : ValidateId("scope", query->id, true)) {
     if (v.empty()) v.push_back(id);
@@ -57,24 +58,25 @@ grpc::Status TimelineQueryOf(
   query->start = request.start_time();
   query->end = request.end_time();
   absl::Duration span = ToTime(query->end) - ToTime(query->start);
-  query->bucket = request.has_bucket() ? ToDuration(request.bucket())
-                                       : absl::Hours(1);
+  query->bucket =
+      request.has_bucket() ? ToDuration(request.bucket()) : absl::Hours(1);
   if (!Before(query->start, query->end)) {
     v.push_back({"end_time", "must be after start_time"});
   } else if (span > Limits::kMaxTimelineSpan) {
-    v.push_back({"end_time", absl::StrCat(
-                                 "is ", absl::FormatDuration(span),
-                                 " after start_time; the limit is 400 days")});
+    v.push_back(
+        {"end_time", absl::StrCat("is ", absl::FormatDuration(span),
+                                  " after start_time; the limit is 400 days")});
   }
   if (query->bucket < absl::Minutes(1) || query->bucket > Limits::kMaxBucket ||
       query->bucket % absl::Minutes(1) != absl::ZeroDuration()) {
-    v.push_back({"bucket", "must be a whole number of minutes from 1 minute "
-                           "to 31 days"});
+    v.push_back({"bucket",
+                 "must be a whole number of minutes from 1 minute "
+                 "to 31 days"});
   } else if (span / query->bucket >
              static_cast<double>(Limits::kMaxTimelineBuckets)) {
-    v.push_back({"bucket", absl::StrCat("gives more than ",
-                                        Limits::kMaxTimelineBuckets,
-                                        " buckets over the range; widen it")});
+    v.push_back(
+        {"bucket", absl::StrCat("gives more than ", Limits::kMaxTimelineBuckets,
+                                " buckets over the range; widen it")});
   }
   if (request.max_events() < 0) {
     v.push_back({"max_events", "is negative; use 0 (default) to 1000"});
@@ -93,15 +95,17 @@ grpc::ServerUnaryReactor* HistoryService::ListConnections(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ListConnectionsRequest* request,
     authtrail::v1::ListConnectionsResponse* response) {
-  return ServeUnary(context, metrics_, "ListConnections", [&]() -> grpc::Status {
-    auto v = ValidateId("patient_id", request->patient_id(), true);
-    if (!v.empty()) return InvalidArgument(v);
-    auto connections = store_->ListConnections(
-        request->patient_id(), Limits::kMaxConnectionsPerPatient);
-    if (!connections.ok()) return ToGrpc(connections.status());
-    for (auto& c : *connections) *response->add_connections() = std::move(c);
-    return grpc::Status::OK;
-  });
+  return ServeUnary(
+      context, metrics_, "ListConnections", [&]() -> grpc::Status {
+        auto v = ValidateId("patient_id", request->patient_id(), true);
+        if (!v.empty()) return InvalidArgument(v);
+        auto connections = store_->ListConnections(
+            request->patient_id(), Limits::kMaxConnectionsPerPatient);
+        if (!connections.ok()) return ToGrpc(connections.status());
+        for (auto& c : *connections)
+          *response->add_connections() = std::move(c);
+        return grpc::Status::OK;
+      });
 }
 
 grpc::ServerUnaryReactor* HistoryService::GetConnection(
@@ -139,8 +143,8 @@ grpc::ServerUnaryReactor* HistoryService::ListEvents(
     if (!request->page_token().empty()) {
       absl::StatusOr<storage::Cursor> cursor = DecodePageToken(*request);
       if (!cursor.ok()) {
-        return InvalidArgument({{"page_token",
-                                 std::string(cursor.status().message())}});
+        return InvalidArgument(
+            {{"page_token", std::string(cursor.status().message())}});
       }
       query.after = *cursor;
     }
@@ -158,28 +162,31 @@ grpc::ServerUnaryReactor* HistoryService::GetFailureTimeline(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetFailureTimelineRequest* request,
     authtrail::v1::GetFailureTimelineResponse* response) {
-  return ServeUnary(context, metrics_, "GetFailureTimeline", [&]() -> grpc::Status {
-    storage::TimelineQuery query;
-    if (grpc::Status s = TimelineQueryOf(*request, &query); !s.ok()) return s;
-    auto timeline = store_->FailureTimeline(query);
-    if (!timeline.ok()) return ToGrpc(timeline.status());
-    *response = std::move(*timeline);
-    return grpc::Status::OK;
-  });
+  return ServeUnary(
+      context, metrics_, "GetFailureTimeline", [&]() -> grpc::Status {
+        storage::TimelineQuery query;
+        if (grpc::Status s = TimelineQueryOf(*request, &query); !s.ok())
+          return s;
+        auto timeline = store_->FailureTimeline(query);
+        if (!timeline.ok()) return ToGrpc(timeline.status());
+        *response = std::move(*timeline);
+        return grpc::Status::OK;
+      });
 }
 
 grpc::ServerUnaryReactor* HistoryService::DiagnoseSession(
     grpc::CallbackServerContext* context,
     const authtrail::v1::DiagnoseSessionRequest* request,
     authtrail::v1::SessionDiagnosis* response) {
-  return ServeUnary(context, metrics_, "DiagnoseSession", [&]() -> grpc::Status {
-    auto v = ValidateId("session_id", request->session_id(), true);
-    if (!v.empty()) return InvalidArgument(v);
-    auto diagnosis = store_->DiagnoseSession(request->session_id());
-    if (!diagnosis.ok()) return ToGrpc(diagnosis.status());
-    *response = std::move(*diagnosis);
-    return grpc::Status::OK;
-  });
+  return ServeUnary(
+      context, metrics_, "DiagnoseSession", [&]() -> grpc::Status {
+        auto v = ValidateId("session_id", request->session_id(), true);
+        if (!v.empty()) return InvalidArgument(v);
+        auto diagnosis = store_->DiagnoseSession(request->session_id());
+        if (!diagnosis.ok()) return ToGrpc(diagnosis.status());
+        *response = std::move(*diagnosis);
+        return grpc::Status::OK;
+      });
 }
 
 }  // namespace authtrail::services

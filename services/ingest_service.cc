@@ -17,8 +17,7 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
   std::string request_id = EchoRequestId(context);
   auto refuse = [this, reactor, offered, received,
                  request_id](const grpc::Status& status) {
-    metrics_->CountAppended("refused", CodeName(status.error_code()),
-                            offered);
+    metrics_->CountAppended("refused", CodeName(status.error_code()), offered);
     LogCall("AppendEvents", status, absl::Now() - received, request_id);
     reactor->Finish(status);
   };
@@ -35,8 +34,8 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
                                                request->events().end());
   store_->Append(
       std::move(events),
-      [this, reactor, response, received, refuse, request_id](
-          absl::StatusOr<std::vector<storage::AppendOutcome>> result) {
+      [this, reactor, response, received, refuse,
+       request_id](absl::StatusOr<std::vector<storage::AppendOutcome>> result) {
         if (!result.ok()) {
           refuse(ToGrpc(result.status()));
           return;

@@ -10,7 +10,8 @@
 
 namespace authtrail::services {
 
-class IngestService final : public authtrail::v1::AuthEventIngest::CallbackService {
+class IngestService final
+    : public authtrail::v1::AuthEventIngest::CallbackService {
  public:
   // `store` and `metrics` must outlive the service.
   IngestService(storage::EventStore* store, Metrics* metrics)

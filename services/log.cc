@@ -12,9 +12,8 @@ bool InitLogging(std::string_view level) {
   if (parsed == spdlog::level::off && level != "off") return false;
   auto logger = spdlog::stderr_logger_mt("authtrail");
   // The message is the rest of the JSON object; see LogEvent.
-  logger->set_pattern(
-      R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})",
-      spdlog::pattern_time_type::utc);
+  logger->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})",
+                      spdlog::pattern_time_type::utc);
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
@@ -37,8 +36,8 @@ void LogEvent(spdlog::level::level_enum level, std::string_view event,
               nlohmann::json fields) {
   if (!spdlog::should_log(level)) return;
   fields["event"] = event;
-  std::string body = fields.dump(-1, ' ', false,
-                                 nlohmann::json::error_handler_t::replace);
+  std::string body =
+      fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   // Drop the object's braces: the pattern supplies them.
   spdlog::log(level, "{}", std::string_view(body).substr(1, body.size() - 2));
 }

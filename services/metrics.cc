@@ -13,7 +13,7 @@ namespace {
 const std::vector<double>& LatencyBounds() {
   static const auto* const kBounds = new std::vector<double>{
       50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
-      50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10};
+      50e-3, 100e-3, 250e-3, 500e-3, 1,    2.5,    5,    10};
   return *kBounds;
 }
 
@@ -30,8 +30,8 @@ std::string Number(double value) {
 
 void Header(const std::string& name, const std::string& type,
             const std::string& help, std::string* out) {
-  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
-                  type, "\n");
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type,
+                  "\n");
 }
 
 std::string Braced(const std::string& labels) {
@@ -64,12 +64,12 @@ void Histogram::Render(const std::string& name, const std::string& labels,
   for (size_t i = 0; i <= bounds_.size(); ++i) {
     cumulative += counts_[i].load(std::memory_order_relaxed);
     double le = i < bounds_.size() ? bounds_[i] : INFINITY;
-    absl::StrAppend(out, name, "_bucket{", prefix, "le=\"", Number(le),
-                    "\"} ", cumulative, "\n");
+    absl::StrAppend(out, name, "_bucket{", prefix, "le=\"", Number(le), "\"} ",
+                    cumulative, "\n");
   }
-  absl::StrAppend(out, name, "_sum", Braced(labels), " ",
-                  Number(sum_.load()), "\n", name, "_count", Braced(labels),
-                  " ", count_.load(), "\n");
+  absl::StrAppend(out, name, "_sum", Braced(labels), " ", Number(sum_.load()),
+                  "\n", name, "_count", Braced(labels), " ", count_.load(),
+                  "\n");
 }
 
 Metrics::Metrics()
@@ -144,8 +144,7 @@ std::string Metrics::Render() const {
   group_events_.Render("authtrail_group_commit_events", "", &out);
   Header("authtrail_group_commit_write_seconds", "histogram",
          "Time of the synced write of one group commit.", &out);
-  group_write_seconds_.Render("authtrail_group_commit_write_seconds", "",
-                              &out);
+  group_write_seconds_.Render("authtrail_group_commit_write_seconds", "", &out);
   counters(query_calls_, "authtrail_query_calls_total",
            "Read and admin calls, by RPC and status code.");
   Header("authtrail_query_latency_seconds", "histogram",
@@ -192,8 +191,8 @@ std::unique_ptr<MetricsServer> MetricsServer::Start(const std::string& listen,
   if (ports.rfind("localhost:", 0) == 0) {
     ports = "127.0.0.1" + ports.substr(std::string("localhost").size());
   }
-  const char* options[] = {"listening_ports", ports.c_str(),
-                           "num_threads", "2", nullptr};
+  const char* options[] = {"listening_ports", ports.c_str(), "num_threads", "2",
+                           nullptr};
   mg_init_library(0);
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->metrics_ = metrics;

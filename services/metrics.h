@@ -66,8 +66,8 @@ class Metrics {
                           const std::vector<double>& bounds);
 
   mutable std::mutex mu_;
-  Labeled appended_;     // guarded by mu_ (the map; values are atomic)
-  Labeled query_calls_;  // guarded by mu_
+  Labeled appended_;       // guarded by mu_ (the map; values are atomic)
+  Labeled query_calls_;    // guarded by mu_
   Labeled query_latency_;  // guarded by mu_
   Histogram append_latency_;
   Histogram group_events_;

@@ -33,13 +33,14 @@ Operations::~Operations() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::StatusOr<Operation> Operations::Start(
-    authtrail::v1::OperationKind kind, Body body) {
+absl::StatusOr<Operation> Operations::Start(authtrail::v1::OperationKind kind,
+                                            Body body) {
   std::lock_guard<std::mutex> lock(mu_);
   if (running_) {
-    return absl::AbortedError(absl::StrCat(
-        "operation ", last_id_, " is still running; poll it with "
-        "GetOperation and start again when it ends"));
+    return absl::AbortedError(
+        absl::StrCat("operation ", last_id_,
+                     " is still running; poll it with "
+                     "GetOperation and start again when it ends"));
   }
   if (thread_.joinable()) thread_.join();
   Operation op;
@@ -56,11 +57,10 @@ absl::StatusOr<Operation> Operations::Start(
 
   thread_ = std::thread([this, id = op.id(), kind, body = std::move(body)] {
     Operation result;
-    absl::Status status = body(
-        [this, &id](uint64_t done, uint64_t total) {
-          Progress(id, done, total);
-        },
-        &result);
+    absl::Status status =
+        body([this, &id](uint64_t done,
+                         uint64_t total) { Progress(id, done, total); },
+             &result);
     std::lock_guard<std::mutex> lock(mu_);
     Operation& op = operations_[id];
     absl::Time started = storage::FromProtoTime(op.started_at());
@@ -79,10 +79,12 @@ absl::StatusOr<Operation> Operations::Start(
     running_ = false;
     LogEvent(status.ok() ? spdlog::level::info : spdlog::level::err,
              KindName(kind) + "_finished",
-             {{"operation", id}, {"completed", status.ok()},
+             {{"operation", id},
+              {"completed", status.ok()},
               {"problem_found", op.has_verify() && !op.verify().ok()},
               {"events", op.done()},
-              {"seconds", seconds}, {"error", op.error()}});
+              {"seconds", seconds},
+              {"error", op.error()}});
   });
   return op;
 }
@@ -117,9 +119,8 @@ absl::StatusOr<Operation> Operations::StartVerify(
   if (request.anchor_position() != 0) {
     const std::string& hex = request.anchor_hash();
     bool is_hex = hex.size() == 2 * storage::kChainHashBytes &&
-                  std::all_of(hex.begin(), hex.end(), [](char c) {
-                    return absl::ascii_isxdigit(c);
-                  });
+                  std::all_of(hex.begin(), hex.end(),
+                              [](char c) { return absl::ascii_isxdigit(c); });
     if (!is_hex) {
       return absl::InvalidArgumentError(
           "anchor_hash must be 64 hex digits (a chain hash from stats)");
@@ -127,22 +128,22 @@ absl::StatusOr<Operation> Operations::StartVerify(
     options.anchor_position = request.anchor_position();
     options.anchor_hash = absl::HexStringToBytes(hex);
   }
-  return Start(authtrail::v1::OPERATION_KIND_VERIFY,
-               [this, options](const storage::ProgressFn& progress,
-                               Operation* op) {
-                 auto report = store_->Verify(options, progress);
-                 if (!report.ok()) return report.status();
-                 auto* v = op->mutable_verify();
-                 v->set_ok(report->ok);
-                 v->set_events(report->events);
-                 v->set_head_hash(absl::BytesToHexString(report->head_hash));
-                 v->set_problem(report->problem);
-                 v->set_position(report->position);
-                 v->set_family(report->family);
-                 v->set_key(report->key);
-                 op->set_done(report->events);
-                 return absl::OkStatus();
-               });
+  return Start(
+      authtrail::v1::OPERATION_KIND_VERIFY,
+      [this, options](const storage::ProgressFn& progress, Operation* op) {
+        auto report = store_->Verify(options, progress);
+        if (!report.ok()) return report.status();
+        auto* v = op->mutable_verify();
+        v->set_ok(report->ok);
+        v->set_events(report->events);
+        v->set_head_hash(absl::BytesToHexString(report->head_hash));
+        v->set_problem(report->problem);
+        v->set_position(report->position);
+        v->set_family(report->family);
+        v->set_key(report->key);
+        op->set_done(report->events);
+        return absl::OkStatus();
+      });
 }
 
 absl::StatusOr<Operation> Operations::StartBackup(const std::string& dir) {

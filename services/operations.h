@@ -39,8 +39,8 @@ class Operations {
  private:
   // Body of an operation: fills the result into `op` (under no lock: the
   // runner copies it in at the end) and reports progress through `progress`.
-  using Body = std::function<absl::Status(
-      const storage::ProgressFn& progress, authtrail::v1::Operation* op)>;
+  using Body = std::function<absl::Status(const storage::ProgressFn& progress,
+                                          authtrail::v1::Operation* op)>;
 
   absl::StatusOr<authtrail::v1::Operation> Start(
       authtrail::v1::OperationKind kind, Body body);

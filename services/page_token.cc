@@ -65,8 +65,8 @@ absl::StatusOr<storage::Cursor> DecodePageToken(
   }
   std::string_view rest = std::string_view(raw).substr(13);
   storage::Cursor cursor;
-  cursor.time.set_seconds(static_cast<int64_t>(
-      ReadBigEndian(rest, 8) ^ (uint64_t{1} << 63)));
+  cursor.time.set_seconds(
+      static_cast<int64_t>(ReadBigEndian(rest, 8) ^ (uint64_t{1} << 63)));
   cursor.time.set_nanos(static_cast<int32_t>(ReadBigEndian(rest.substr(8), 4)));
   cursor.position = ReadBigEndian(rest.substr(12), 8);
   return cursor;

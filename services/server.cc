@@ -75,8 +75,8 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
     server->metrics_server_ =
         MetricsServer::Start(options.metrics_listen, metrics);
     if (server->metrics_server_ == nullptr) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot serve metrics on ", options.metrics_listen));
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", options.metrics_listen));
     }
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
@@ -124,8 +124,8 @@ void AuthTrailServer::AddGauges() {
        "Estimated live data.", true},
       {"authtrail_rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables",
        "Memory held by memtables.", true},
-      {"authtrail_rocksdb_block_cache_usage_bytes",
-       "rocksdb.block-cache-usage", "Memory held by the block cache.", false},
+      {"authtrail_rocksdb_block_cache_usage_bytes", "rocksdb.block-cache-usage",
+       "Memory held by the block cache.", false},
   };
   for (const Property& p : kProperties) {
     std::string property = p.property;

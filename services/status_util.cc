@@ -41,8 +41,7 @@ std::string EchoRequestId(grpc::CallbackServerContext* context) {
   auto it = metadata.find(kKey);
   if (it == metadata.end()) return "";
   // Bounded, and only printable ASCII goes back into a header.
-  std::string id(it->second.data(),
-                 std::min<size_t>(it->second.size(), 128));
+  std::string id(it->second.data(), std::min<size_t>(it->second.size(), 128));
   for (char& c : id) {
     if (c < 0x20 || c > 0x7e) c = '_';
   }

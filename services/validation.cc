@@ -32,8 +32,7 @@ class Checker {
   }
 
   // Ids and codes: no control characters, no surrounding spaces.
-  void Token(const std::string& field, const std::string& value,
-             size_t limit) {
+  void Token(const std::string& field, const std::string& value, size_t limit) {
     Length(field, value, limit);
     if (std::any_of(value.begin(), value.end(), [](char c) {
           return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
@@ -58,8 +57,8 @@ bool IsFailureOutcome(int outcome) {
          outcome == authtrail::v1::OUTCOME_DENIED;
 }
 
-void CheckTime(Checker& check, const std::string& field,
-               const AuthEvent& event, absl::Time now) {
+void CheckTime(Checker& check, const std::string& field, const AuthEvent& event,
+               absl::Time now) {
   if (!event.has_occurred_at()) {
     check.Add(field, "is required");
     return;
@@ -70,17 +69,17 @@ void CheckTime(Checker& check, const std::string& field,
     return;
   }
   if (ts.seconds() < Limits::kEarliestUnixSeconds) {
-    check.Add(field, "is before 2000-01-01T00:00:00Z, the earliest accepted "
-                     "time; the emitter's clock is wrong");
+    check.Add(field,
+              "is before 2000-01-01T00:00:00Z, the earliest accepted "
+              "time; the emitter's clock is wrong");
     return;
   }
   absl::Time when =
       absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
   if (when > now + Limits::kMaxAhead) {
-    check.Add(field,
-              absl::StrCat("is ", absl::FormatDuration(when - now),
-                           " ahead of the server's clock; the limit is ",
-                           absl::FormatDuration(Limits::kMaxAhead)));
+    check.Add(field, absl::StrCat("is ", absl::FormatDuration(when - now),
+                                  " ahead of the server's clock; the limit is ",
+                                  absl::FormatDuration(Limits::kMaxAhead)));
   }
 }
 
@@ -89,13 +88,13 @@ void CheckAttributes(Checker& check, const std::string& prefix,
   const auto& attributes = event.attributes();
   if (attributes.size() > Limits::kMaxAttributes) {
     check.Add(prefix + "attributes",
-              absl::StrCat("has ", attributes.size(),
-                           " entries; the limit is ", Limits::kMaxAttributes));
+              absl::StrCat("has ", attributes.size(), " entries; the limit is ",
+                           Limits::kMaxAttributes));
   }
   size_t bytes = 0;
   for (const auto& [key, value] : attributes) {
-    std::string field = absl::StrCat(prefix, "attributes[\"",
-                                     key.substr(0, 64), "\"]");
+    std::string field =
+        absl::StrCat(prefix, "attributes[\"", key.substr(0, 64), "\"]");
     if (key.empty()) check.Add(prefix + "attributes", "has an empty key");
     check.Token(field + " (key)", key, Limits::kMaxAttributeKeyBytes);
     check.Length(field, value, Limits::kMaxAttributeValueBytes);
@@ -137,8 +136,9 @@ void CheckEvent(Checker& check, size_t index, const AuthEvent& e,
               "is required (OUTCOME_UNSPECIFIED is not an outcome)");
   }
   if (IsFailureOutcome(e.outcome()) && e.error_code().empty()) {
-    check.Add(p + "error_code", "is required when the outcome is FAILED or "
-                                "DENIED");
+    check.Add(p + "error_code",
+              "is required when the outcome is FAILED or "
+              "DENIED");
   }
   if (e.http_status() != 0 &&
       (e.http_status() < 100 || e.http_status() > 599)) {
@@ -200,13 +200,11 @@ std::vector<Violation> ValidateListEvents(
         {"filter.source_id", &f.source_id()}}) {
     check.Length(name, *value, Limits::kMaxIdBytes);
   }
-  check.Length("filter.error_code", f.error_code(),
-               Limits::kMaxErrorCodeBytes);
+  check.Length("filter.error_code", f.error_code(), Limits::kMaxErrorCodeBytes);
   if (request.page_size() < 0) {
     check.Add("page_size", "is negative; use 0 (default) to 1000");
   }
-  check.Length("page_token", request.page_token(),
-               Limits::kMaxPageTokenBytes);
+  check.Length("page_token", request.page_token(), Limits::kMaxPageTokenBytes);
   if (request.has_start_time() && request.has_end_time()) {
     const auto& s = request.start_time();
     const auto& e = request.end_time();

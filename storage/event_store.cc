@@ -1,15 +1,14 @@
 // The write half of EventStore: opening the database and the group commit.
 #include "storage/event_store.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <unordered_map>
 #include <utility>
-
-#include <openssl/evp.h>
-
-#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
@@ -60,22 +59,22 @@ rocksdb::ColumnFamilyOptions ColumnOptions(
 absl::Status CheckFormatVersion(rocksdb::DB* db,
                                 rocksdb::ColumnFamilyHandle* meta) {
   std::string value;
-  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), meta,
-                              kFormatVersionKey, &value);
+  rocksdb::Status s =
+      db->Get(rocksdb::ReadOptions(), meta, kFormatVersionKey, &value);
   if (s.IsNotFound()) {
     rocksdb::WriteOptions sync;
     sync.sync = true;
-    return FromRocks(db->Put(sync, meta, kFormatVersionKey,
-                             std::to_string(kFormatVersion)));
+    return FromRocks(
+        db->Put(sync, meta, kFormatVersionKey, std::to_string(kFormatVersion)));
   }
   if (!s.ok()) return FromRocks(s);
-  uint32_t stored = static_cast<uint32_t>(std::strtoul(value.c_str(),
-                                                       nullptr, 10));
+  uint32_t stored =
+      static_cast<uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
   if (stored > kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the data folder has on-disk format ", stored,
-        ", newer than this binary's format ", kFormatVersion,
-        "; use a newer authtraild"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the data folder has on-disk format ", stored,
+                     ", newer than this binary's format ", kFormatVersion,
+                     "; use a newer authtraild"));
   }
   return absl::OkStatus();
 }
@@ -126,15 +125,15 @@ std::string ChainHash(std::string_view previous, uint64_t position,
   std::string position_bytes = LogKey(position);
   std::string out(kChainHashBytes, '\0');
   EVP_MD_CTX* context = EVP_MD_CTX_new();
-  bool ok = context != nullptr &&
-            EVP_DigestInit_ex(context, EVP_sha256(), nullptr) == 1 &&
-            EVP_DigestUpdate(context, previous.data(), previous.size()) == 1 &&
-            EVP_DigestUpdate(context, position_bytes.data(),
-                             position_bytes.size()) == 1 &&
-            EVP_DigestUpdate(context, record.data(), record.size()) == 1 &&
-            EVP_DigestFinal_ex(
-                context, reinterpret_cast<unsigned char*>(out.data()),
-                nullptr) == 1;
+  bool ok =
+      context != nullptr &&
+      EVP_DigestInit_ex(context, EVP_sha256(), nullptr) == 1 &&
+      EVP_DigestUpdate(context, previous.data(), previous.size()) == 1 &&
+      EVP_DigestUpdate(context, position_bytes.data(), position_bytes.size()) ==
+          1 &&
+      EVP_DigestUpdate(context, record.data(), record.size()) == 1 &&
+      EVP_DigestFinal_ex(context, reinterpret_cast<unsigned char*>(out.data()),
+                         nullptr) == 1;
   EVP_MD_CTX_free(context);
   if (!ok) std::abort();  // only on allocation failure inside OpenSSL
   return out;
@@ -151,9 +150,9 @@ std::string EncodeLogValue(std::string_view hash, std::string_view record) {
 absl::Status DecodeLogValue(std::string_view value, uint64_t position,
                             RecordedEvent* event, std::string* hash) {
   if (value.size() < kChainHashBytes ||
-      !event->ParseFromArray(value.data() + kChainHashBytes,
-                             static_cast<int>(value.size() -
-                                              kChainHashBytes))) {
+      !event->ParseFromArray(
+          value.data() + kChainHashBytes,
+          static_cast<int>(value.size() - kChainHashBytes))) {
     return absl::DataLossError(
         absl::StrCat("log record ", position, " does not parse"));
   }
@@ -340,8 +339,8 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
   if (!put.ok()) return fail(FromRocks(put));
 
   std::unique_ptr<EventStore> store(new EventStore(
-      std::move(options), std::move(db), std::move(others),
-      std::move(columns), head->position, head->hash, cf_options));
+      std::move(options), std::move(db), std::move(others), std::move(columns),
+      head->position, head->hash, cf_options));
   store->projection_version_.store(static_cast<uint32_t>(*version));
   return store;
 }
@@ -398,8 +397,8 @@ void EventStore::Append(std::vector<AuthEvent> events, AppendCallback done) {
       refused = absl::UnavailableError("the server is shutting down");
     } else if (queued_events_ + pending->events.size() > kMaxQueuedEvents) {
       refused = absl::ResourceExhaustedError(absl::StrCat(
-          "the append queue holds ", queued_events_,
-          " events, the limit is ", kMaxQueuedEvents, "; retry shortly"));
+          "the append queue holds ", queued_events_, " events, the limit is ",
+          kMaxQueuedEvents, "; retry shortly"));
     } else {
       queued_events_ += pending->events.size();
       queue_.push_back(std::move(pending));
@@ -437,9 +436,8 @@ void EventStore::WriterLoop() {
       }
       size_t events = 0;
       while (task == nullptr && !queue_.empty() && !queue_.front()->task &&
-             (group.empty() ||
-              events + queue_.front()->events.size() <=
-                  options_.max_group_events)) {
+             (group.empty() || events + queue_.front()->events.size() <=
+                                   options_.max_group_events)) {
         events += queue_.front()->events.size();
         queued_events_ -= queue_.front()->events.size();
         group.push_back(std::move(queue_.front()));
@@ -473,8 +471,8 @@ absl::Status EventStore::RunOnWriter(std::function<absl::Status()> task) {
 // so two events of one connection in one group see each other.
 class EventStore::GroupCommit {
  public:
-  GroupCommit(EventStore* store, uint64_t next_position,
-              std::string chain, absl::Time now)
+  GroupCommit(EventStore* store, uint64_t next_position, std::string chain,
+              absl::Time now)
       : store_(store),
         cols_(store->Cols()),
         cf_(*cols_),
@@ -495,7 +493,7 @@ class EventStore::GroupCommit {
  private:
   // What to do with one event of a request.
   struct Plan {
-    std::string bytes;  // stable serialization of the event
+    std::string bytes;               // stable serialization of the event
     std::optional<uint64_t> stored;  // already in the log at this position
     int same_as = -1;  // repeats an earlier event of the same request
   };
@@ -522,17 +520,17 @@ class EventStore::GroupCommit {
 absl::StatusOr<std::optional<uint64_t>> EventStore::GroupCommit::Lookup(
     const std::string& event_id, const std::string& bytes) {
   auto conflict = [&] {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "event_id \"", event_id,
-        "\" was already appended with different content"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("event_id \"", event_id,
+                     "\" was already appended with different content"));
   };
   if (auto it = written_.find(event_id); it != written_.end()) {
     if (it->second.second != bytes) return conflict();
     return std::optional<uint64_t>(it->second.first);
   }
   std::string value;
-  rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), cf_.event_ids,
-                                       event_id, &value);
+  rocksdb::Status s =
+      store_->db_->Get(rocksdb::ReadOptions(), cf_.event_ids, event_id, &value);
   if (s.IsNotFound()) return std::optional<uint64_t>();
   if (!s.ok()) return FromRocks(s);
   std::optional<uint64_t> position = GetFixed64(value);
@@ -556,8 +554,8 @@ absl::Status EventStore::GroupCommit::Resolve(
     if (auto it = first_in_request.find(id); it != first_in_request.end()) {
       if ((*plans)[it->second].bytes != plan.bytes) {
         return absl::AlreadyExistsError(absl::StrCat(
-            "events[", i, "].event_id \"", id, "\" repeats events[",
-            it->second, "] with different content"));
+            "events[", i, "].event_id \"", id, "\" repeats events[", it->second,
+            "] with different content"));
       }
       plan.same_as = it->second;
       continue;
@@ -565,9 +563,9 @@ absl::Status EventStore::GroupCommit::Resolve(
     first_in_request.emplace(id, static_cast<int>(i));
     absl::StatusOr<std::optional<uint64_t>> stored = Lookup(id, plan.bytes);
     if (!stored.ok()) {
-      return absl::Status(stored.status().code(),
-                          absl::StrCat("events[", i, "]: ",
-                                       stored.status().message()));
+      return absl::Status(
+          stored.status().code(),
+          absl::StrCat("events[", i, "]: ", stored.status().message()));
     }
     plan.stored = *stored;
   }
@@ -621,8 +619,7 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
   recorded.set_position(position);
   *recorded.mutable_recorded_at() = recorded_at_;
   *recorded.mutable_event() = event;
-  recorded.set_future_dated(
-      IsFutureDated(event.occurred_at(), recorded_at_));
+  recorded.set_future_dated(IsFutureDated(event.occurred_at(), recorded_at_));
 
   std::string log_key = LogKey(position);
   auto put = [this](rocksdb::ColumnFamilyHandle* cf, const std::string& key,
@@ -635,8 +632,7 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = put(cf_.event_ids, event.event_id(), log_key);
-      !s.ok()) {
+  if (absl::Status s = put(cf_.event_ids, event.event_id(), log_key); !s.ok()) {
     return s;
   }
   written_[event.event_id()] = {position, bytes};
@@ -657,8 +653,7 @@ void EventStore::CommitGroup(
   absl::Time write_started = absl::Now();
   rocksdb::Status s = db_->Write(write, commit.batch());
   if (s.ok() && options_.on_group_commit) {
-    options_.on_group_commit(commit.next_position() - 1 -
-                                 head_position_.load(),
+    options_.on_group_commit(commit.next_position() - 1 - head_position_.load(),
                              absl::Now() - write_started);
   }
   if (s.ok()) {
@@ -669,8 +664,7 @@ void EventStore::CommitGroup(
   for (size_t i = 0; i < group.size(); ++i) {
     if (!s.ok() && results[i].ok()) {
       results[i] = absl::UnavailableError(
-          absl::StrCat("the write failed; nothing was stored: ",
-                       s.ToString()));
+          absl::StrCat("the write failed; nothing was stored: ", s.ToString()));
     }
     group[i]->done(std::move(results[i]));
   }

@@ -51,8 +51,7 @@ struct StoreOptions {
   absl::Duration stall_window = absl::Minutes(30);
   // Called on the writer thread after each group commit's synced write
   // with the events written and how long the write took.
-  std::function<void(size_t events, absl::Duration write_time)>
-      on_group_commit;
+  std::function<void(size_t events, absl::Duration write_time)> on_group_commit;
   // Source of the recorded_at clock; tests replace it.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
@@ -149,8 +148,7 @@ class EventStore {
  public:
   // Opens (or creates) the database in `options.data_dir` and starts the
   // writer. Fails with FAILED_PRECONDITION for a newer on-disk format.
-  static absl::StatusOr<std::unique_ptr<EventStore>> Open(
-      StoreOptions options);
+  static absl::StatusOr<std::unique_ptr<EventStore>> Open(StoreOptions options);
 
   EventStore(const EventStore&) = delete;
   EventStore& operator=(const EventStore&) = delete;

@@ -280,8 +280,8 @@ absl::StatusOr<authtrail::v1::Connection> EventStore::GetConnection(
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cols->connections,
                                ConnectionKey(connection_id), &value);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(
-        absl::StrCat("no event named connection_id \"", std::string(connection_id), "\""));
+    return absl::NotFoundError(absl::StrCat("no event named connection_id \"",
+                                            std::string(connection_id), "\""));
   }
   if (!s.ok()) return FromRocks(s);
   ConnectionRecord record;
@@ -338,16 +338,16 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   IndexChoice index = ChooseIndex(query.filter);
   std::string prefix = IndexPrefix(index.tag, index.id);
   std::string lower = query.start ? TimeBound(prefix, *query.start) : prefix;
-  std::string upper = query.end ? TimeBound(prefix, *query.end)
-                                : PrefixSuccessor(prefix);
+  std::string upper =
+      query.end ? TimeBound(prefix, *query.end) : PrefixSuccessor(prefix);
   if (query.after.has_value()) {
     const Cursor& c = *query.after;
     if (query.oldest_first) {
-      lower = std::max(lower, IndexKey(index.tag, index.id, c.time,
-                                       c.position + 1));
+      lower = std::max(lower,
+                       IndexKey(index.tag, index.id, c.time, c.position + 1));
     } else {
-      upper = std::min(upper, IndexKey(index.tag, index.id, c.time,
-                                       c.position));
+      upper =
+          std::min(upper, IndexKey(index.tag, index.id, c.time, c.position));
     }
   }
   EventPage page;
@@ -402,9 +402,9 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
     page.next = c;
     // Whether a matching event follows: the index alone cannot tell when
     // the filter has fields the index does not hold.
-    std::string after_last = IndexKey(index.tag, index.id, c.time,
-                                      query.oldest_first ? c.position + 1
-                                                         : c.position);
+    std::string after_last =
+        IndexKey(index.tag, index.id, c.time,
+                 query.oldest_first ? c.position + 1 : c.position);
     std::string probe_lower = query.oldest_first ? after_last : lower;
     std::string probe_upper = query.oldest_first ? upper : after_last;
     if (probe_lower >= probe_upper) {
@@ -430,8 +430,8 @@ absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
   rocksdb::Status s = db_->Get(reader.options(), cols->sessions,
                                std::string(session_id), &value);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(
-        absl::StrCat("no event carried session_id \"", std::string(session_id), "\""));
+    return absl::NotFoundError(absl::StrCat("no event carried session_id \"",
+                                            std::string(session_id), "\""));
   }
   if (!s.ok()) return FromRocks(s);
   SessionRecord record;
@@ -442,9 +442,9 @@ absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
   // Question five: refreshes of the connection after this session's
   // exchange, until a newer attempt takes over.
   RefreshFinding refresh;
-  bool issued = record.steps_size() > authtrail::v1::STEP_TOKEN_EXCHANGE &&
-                record.steps(authtrail::v1::STEP_TOKEN_EXCHANGE)
-                    .has_succeeded();
+  bool issued =
+      record.steps_size() > authtrail::v1::STEP_TOKEN_EXCHANGE &&
+      record.steps(authtrail::v1::STEP_TOKEN_EXCHANGE).has_succeeded();
   if (issued && !record.connection_id().empty()) {
     const auto& exchange =
         record.steps(authtrail::v1::STEP_TOKEN_EXCHANGE).succeeded();
@@ -561,10 +561,9 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
     bucket->mutable_start_time()->set_seconds(bucket_start);
     std::vector<std::pair<std::string, uint64_t>> sorted(codes.begin(),
                                                          codes.end());
-    std::stable_sort(sorted.begin(), sorted.end(),
-                     [](const auto& a, const auto& b) {
-                       return a.second > b.second;
-                     });
+    std::stable_sort(
+        sorted.begin(), sorted.end(),
+        [](const auto& a, const auto& b) { return a.second > b.second; });
     uint64_t bucket_total = 0;
     for (const auto& [code, n] : sorted) {
       auto* c = bucket->add_counts();
@@ -584,8 +583,7 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
   IndexScan newest(reader, cols->index, TimeBound(index_prefix, start),
                    TimeBound(index_prefix, end), /*reverse=*/true);
   std::vector<uint64_t> positions;
-  for (; newest.Valid() && positions.size() < query.max_events;
-       newest.Next()) {
+  for (; newest.Valid() && positions.size() < query.max_events; newest.Next()) {
     positions.push_back(IndexKeyPosition(newest.key()).value_or(0));
   }
   if (absl::Status s = newest.status(); !s.ok()) return s;
@@ -621,13 +619,12 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
   stats.set_event_count(head);  // positions are gap-free from 1
   stats.set_format_version(kFormatVersion);
   for (rocksdb::ColumnFamilyHandle* h :
-       {cols->meta, cols->log, cols->event_ids, cols->index,
-        cols->connections, cols->sessions, cols->timeline}) {
+       {cols->meta, cols->log, cols->event_ids, cols->index, cols->connections,
+        cols->sessions, cols->timeline}) {
     uint64_t sst = 0;
     uint64_t mem = 0;
     db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
-    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
-                        &mem);
+    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &mem);
     (*stats.mutable_column_family_bytes())[h->GetName()] = sst + mem;
   }
   auto counter = [&](const char* name) -> uint64_t {

@@ -103,8 +103,8 @@ std::optional<uint64_t> IndexKeyPosition(std::string_view key) {
 
 std::optional<IndexEntry> DecodeIndexSuffix(std::string_view prefix,
                                             std::string_view key) {
-  if (key.size() != prefix.size() + 20 || key.substr(0, prefix.size()) !=
-                                              prefix) {
+  if (key.size() != prefix.size() + 20 ||
+      key.substr(0, prefix.size()) != prefix) {
     return std::nullopt;
   }
   std::string_view rest = key.substr(prefix.size());

@@ -42,8 +42,8 @@ uint64_t EventStore::IntProperty(const std::string& name,
     return db_->GetIntProperty(cols->meta, name, &total) ? total : 0;
   }
   for (rocksdb::ColumnFamilyHandle* h :
-       {cols->meta, cols->log, cols->event_ids, cols->index,
-        cols->connections, cols->sessions, cols->timeline}) {
+       {cols->meta, cols->log, cols->event_ids, cols->index, cols->connections,
+        cols->sessions, cols->timeline}) {
     uint64_t value = 0;
     if (db_->GetIntProperty(h, name, &value)) total += value;
   }
@@ -116,12 +116,12 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
     for (; it->Valid() && n < kReplayChunk; it->Next(), ++n, ++expected) {
       std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());
       if (position != expected) {
-        return absl::DataLossError(absl::StrCat(
-            "the log has no record at position ", expected));
+        return absl::DataLossError(
+            absl::StrCat("the log has no record at position ", expected));
       }
       RecordedEvent recorded;
-      if (absl::Status s = DecodeLogValue(it->value().ToStringView(),
-                                          expected, &recorded);
+      if (absl::Status s =
+              DecodeLogValue(it->value().ToStringView(), expected, &recorded);
           !s.ok()) {
         return s;
       }
@@ -140,8 +140,7 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
   return absl::OkStatus();
 }
 
-absl::StatusOr<RebuildResult> EventStore::Rebuild(
-    const ProgressFn& progress) {
+absl::StatusOr<RebuildResult> EventStore::Rebuild(const ProgressFn& progress) {
   std::unique_lock<std::mutex> maintenance(maintenance_mu_, std::try_to_lock);
   if (!maintenance.owns_lock()) {
     return absl::AbortedError("a rebuild or verify is already running");
@@ -160,10 +159,10 @@ absl::StatusOr<RebuildResult> EventStore::Rebuild(
   // if the rebuild does not finish).
   uint64_t done = 0;
   absl::Status status;
-  for (uint64_t head = HeadPosition(); status.ok() && head > done + kCatchUpEvents;
-       head = HeadPosition()) {
-    status = Replay(**shadow, done + 1, head, /*durable=*/false, progress,
-                    head);
+  for (uint64_t head = HeadPosition();
+       status.ok() && head > done + kCatchUpEvents; head = HeadPosition()) {
+    status =
+        Replay(**shadow, done + 1, head, /*durable=*/false, progress, head);
     done = head;
   }
   if (status.ok()) {
@@ -182,8 +181,8 @@ absl::StatusOr<RebuildResult> EventStore::Rebuild(
         return s;
       }
       rocksdb::WriteBatch meta;
-      rocksdb::Status s1 = meta.Put(live->meta, kGenerationKey,
-                                    std::to_string(generation));
+      rocksdb::Status s1 =
+          meta.Put(live->meta, kGenerationKey, std::to_string(generation));
       rocksdb::Status s2 = meta.Put(live->meta, kProjectionVersionKey,
                                     std::to_string(kProjectionVersion));
       if (!s1.ok() || !s2.ok()) return FromRocks(s1.ok() ? s2 : s1);
@@ -244,10 +243,10 @@ absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
         return fail("a log key is not a position", expected);
       }
       if (*position != expected) {
-        return fail(absl::StrCat("position ", expected,
-                                 " is missing (next record is at ", *position,
-                                 ")"),
-                    expected);
+        return fail(
+            absl::StrCat("position ", expected,
+                         " is missing (next record is at ", *position, ")"),
+            expected);
       }
       std::string_view value = it->value().ToStringView();
       RecordedEvent recorded;
@@ -258,14 +257,15 @@ absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
       std::string_view record = value.substr(kChainHashBytes);
       std::string computed = ChainHash(chain, expected, record);
       if (computed != stored_hash) {
-        return fail("the chain hash does not match: the record was changed, "
-                    "removed, inserted or moved at or before this position",
-                    expected);
+        return fail(
+            "the chain hash does not match: the record was changed, "
+            "removed, inserted or moved at or before this position",
+            expected);
       }
       if (recorded.position() != expected) {
-        return fail(absl::StrCat("the record says position ",
-                                 recorded.position()),
-                    expected);
+        return fail(
+            absl::StrCat("the record says position ", recorded.position()),
+            expected);
       }
       if (options.anchor_position == expected &&
           stored_hash != options.anchor_hash) {
@@ -302,8 +302,8 @@ absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
     for (it->SeekToFirst(); it->Valid(); it->Next()) ++ids;
     if (!it->status().ok()) return FromRocks(it->status());
     if (ids != report.events) {
-      return fail(absl::StrCat("the event id index has ", ids,
-                               " entries for ", report.events, " records"),
+      return fail(absl::StrCat("the event id index has ", ids, " entries for ",
+                               report.events, " records"),
                   0);
     }
   }
@@ -311,14 +311,12 @@ absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
   // 2. The derived families: equal, key for key, to a replay of the same
   //    log into scratch families.
   if (options.check_projections) {
-    absl::StatusOr<std::shared_ptr<Columns>> scratch =
-        CreateDerived(*live, 0, [](const char* base) {
-          return absl::StrCat("verify.", base);
-        });
+    absl::StatusOr<std::shared_ptr<Columns>> scratch = CreateDerived(
+        *live, 0,
+        [](const char* base) { return absl::StrCat("verify.", base); });
     if (!scratch.ok()) return scratch.status();
     absl::Status replayed = Replay(**scratch, 1, report.events,
-                                   /*durable=*/false, progress,
-                                   report.events);
+                                   /*durable=*/false, progress, report.events);
     std::vector<rocksdb::ColumnFamilyHandle*> ours = live->Derived();
     std::vector<rocksdb::ColumnFamilyHandle*> theirs = (*scratch)->Derived();
     for (size_t i = 0; replayed.ok() && report.ok && i < ours.size(); ++i) {
@@ -331,14 +329,14 @@ absl::StatusOr<VerifyReport> EventStore::Verify(const VerifyOptions& options,
         if (a->key() != b->key() || a->value() != b->value()) break;
       }
       if (a->Valid() || b->Valid()) {
-        std::string key = a->Valid() && b->Valid()
-                              ? std::min(a->key().ToString(),
-                                         b->key().ToString())
-                              : (a->Valid() ? a->key() : b->key()).ToString();
-        fail(absl::StrCat("family ", kDerivedColumns[i],
-                          " differs from a replay of the log at key ",
-                          Hex(key)),
-             0);
+        std::string key =
+            a->Valid() && b->Valid()
+                ? std::min(a->key().ToString(), b->key().ToString())
+                : (a->Valid() ? a->key() : b->key()).ToString();
+        fail(
+            absl::StrCat("family ", kDerivedColumns[i],
+                         " differs from a replay of the log at key ", Hex(key)),
+            0);
         report.family = kDerivedColumns[i];
         report.key = Hex(key);
       }

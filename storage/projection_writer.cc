@@ -56,11 +56,10 @@ absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded) {
 absl::StatusOr<std::string> ProjectionWriter::Get(
     rocksdb::ColumnFamilyHandle* cf, const std::string& key) {
   std::string value;
-  rocksdb::Status s =
-      indexed_ != nullptr
-          ? indexed_->GetFromBatchAndDB(db_, rocksdb::ReadOptions(), cf, key,
-                                        &value)
-          : db_->Get(rocksdb::ReadOptions(), cf, key, &value);
+  rocksdb::Status s = indexed_ != nullptr
+                          ? indexed_->GetFromBatchAndDB(
+                                db_, rocksdb::ReadOptions(), cf, key, &value)
+                          : db_->Get(rocksdb::ReadOptions(), cf, key, &value);
   if (s.IsNotFound()) return std::string();
   if (!s.ok()) return FromRocks(s);
   return value;
@@ -70,7 +69,7 @@ absl::Status ProjectionWriter::Put(rocksdb::ColumnFamilyHandle* cf,
                                    const std::string& key,
                                    const std::string& value) {
   return FromRocks(indexed_ != nullptr ? indexed_->Put(cf, key, value)
-                                        : plain_->Put(cf, key, value));
+                                       : plain_->Put(cf, key, value));
 }
 
 absl::Status ProjectionWriter::Increment(rocksdb::ColumnFamilyHandle* cf,
@@ -157,9 +156,9 @@ absl::Status ProjectionWriter::ReduceInto(const RecordedEvent& recorded) {
     ReduceConnection(recorded, *record);
     const std::string& patient = (*record)->view().patient_id();
     if (patient != patient_before && !patient.empty()) {
-      absl::Status s = Put(cf_.connections,
-                           PatientConnectionKey(patient, e.connection_id()),
-                           "");
+      absl::Status s =
+          Put(cf_.connections, PatientConnectionKey(patient, e.connection_id()),
+              "");
       if (!s.ok()) return s;
     }
   }
@@ -176,8 +175,7 @@ absl::Status ProjectionWriter::ReduceInto(const RecordedEvent& recorded) {
   return absl::OkStatus();
 }
 
-absl::Status ProjectionWriter::CountFailure(
-    const RecordedEvent& recorded) {
+absl::Status ProjectionWriter::CountFailure(const RecordedEvent& recorded) {
   const AuthEvent& e = recorded.event();
   if (!IsFailure(e)) return absl::OkStatus();
   int64_t minute = MinuteOf(e.occurred_at());

@@ -46,9 +46,10 @@ class ProjectionWriter {
   // The record at `key`, read through the batch on first use; `created`
   // tells whether it did not exist yet.
   template <typename Record>
-  absl::StatusOr<Record*> Load(
-      rocksdb::ColumnFamilyHandle* cf, const std::string& key,
-      std::unordered_map<std::string, Record>* cache, bool* created);
+  absl::StatusOr<Record*> Load(rocksdb::ColumnFamilyHandle* cf,
+                               const std::string& key,
+                               std::unordered_map<std::string, Record>* cache,
+                               bool* created);
 
   absl::Status WriteIndexes(const authtrail::v1::RecordedEvent& recorded);
   absl::Status ReduceInto(const authtrail::v1::RecordedEvent& recorded);
@@ -67,8 +68,7 @@ class ProjectionWriter {
   rocksdb::WriteBatchWithIndex* indexed_;
   rocksdb::WriteBatch* plain_;
   // Decoded records and counters changed since construction, by key.
-  std::unordered_map<std::string, records::v1::ConnectionRecord>
-      connections_;
+  std::unordered_map<std::string, records::v1::ConnectionRecord> connections_;
   std::unordered_map<std::string, records::v1::SessionRecord> sessions_;
   std::unordered_map<std::string, uint64_t> connection_counters_;
   std::unordered_map<std::string, uint64_t> timeline_counters_;

@@ -131,9 +131,8 @@ void ApplyAttemptStep(const RecordedEvent& event, const OrderKey& key,
                       ConnectionRecord* record) {
   const auto& e = event.event();
   Connection* view = record->mutable_view();
-  bool same_session =
-      e.session_id() == view->current_session_id() &&
-      (!e.session_id().empty() || !record->attempt_ended());
+  bool same_session = e.session_id() == view->current_session_id() &&
+                      (!e.session_id().empty() || !record->attempt_ended());
   if (!same_session) {
     // A newer attempt supersedes the current one, which stays in history.
     view->set_current_session_id(e.session_id());
@@ -395,8 +394,8 @@ Connection ViewConnection(const ConnectionRecord& record,
     view.set_state(authtrail::v1::CONNECTION_STATE_ABANDONED);
   }
   if (record.has_open_refresh()) {
-    bool within = policy.now - ToTime(record.open_refresh_at()) <=
-                  policy.stall_window;
+    bool within =
+        policy.now - ToTime(record.open_refresh_at()) <= policy.stall_window;
     view.set_refresh_pending(within);
     view.set_refresh_outcome_unknown(!within);
   }
@@ -431,8 +430,7 @@ class SessionReader {
       Consider(step.started(), step.started_key(),
                mask & Bit(authtrail::v1::OUTCOME_STARTED), &best, &best_key);
       Consider(step.succeeded(), step.succeeded_key(),
-               mask & Bit(authtrail::v1::OUTCOME_SUCCEEDED), &best,
-               &best_key);
+               mask & Bit(authtrail::v1::OUTCOME_SUCCEEDED), &best, &best_key);
       Consider(step.failed(), step.failed_key(),
                mask & Bit(authtrail::v1::OUTCOME_FAILED), &best, &best_key);
       Consider(step.denied(), step.denied_key(),
@@ -516,8 +514,9 @@ Finding SignedIn(const SessionReader& r, const Finding& portal) {
   if (sign_in.has_succeeded()) {
     return r.Yes(sign_in.succeeded(), "the patient signed in");
   }
-  unsigned after_sign_in = SessionReader::Bit(authtrail::v1::OUTCOME_SUCCEEDED) |
-                           SessionReader::Bit(authtrail::v1::OUTCOME_DENIED);
+  unsigned after_sign_in =
+      SessionReader::Bit(authtrail::v1::OUTCOME_SUCCEEDED) |
+      SessionReader::Bit(authtrail::v1::OUTCOME_DENIED);
   const EventRef* consent =
       r.EarliestFrom(authtrail::v1::STEP_CONSENT, after_sign_in);
   if (consent != nullptr) return r.Yes(*consent, "inferred from a later step");
@@ -542,8 +541,8 @@ Finding ApprovedAccess(const SessionReader& r, const Finding& signed_in) {
   if (callback.has_succeeded()) {
     return r.Yes(callback.succeeded(), "the callback carried a code");
   }
-  if (const EventRef* ex = r.EarliestFrom(authtrail::v1::STEP_TOKEN_EXCHANGE,
-                                          kAnyOutcome)) {
+  if (const EventRef* ex =
+          r.EarliestFrom(authtrail::v1::STEP_TOKEN_EXCHANGE, kAnyOutcome)) {
     return r.Yes(*ex, "inferred from the token exchange");
   }
   if (consent.has_denied()) {
@@ -620,8 +619,7 @@ std::string SessionSummary(const SessionDiagnosis& d) {
   }
   if (d.has_root_cause()) {
     return absl::StrCat("The attempt failed: ", d.root_cause().error_code(),
-                        " at ", StepLabel(d.root_cause().event().step()),
-                        ".");
+                        " at ", StepLabel(d.root_cause().event().step()), ".");
   }
   if (d.abandoned()) {
     return absl::StrCat("The patient stopped after ",

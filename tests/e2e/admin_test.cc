@@ -19,11 +19,10 @@ class AdminTest : public ::testing::Test {
     absl::Time t0 = absl::Now() - absl::Hours(5);
     std::vector<v1::AuthEvent> batch;
     for (int i = 0; i < attempts; ++i) {
-      auto events = SuccessfulAttempt(absl::StrCat("e", i),
-                                      absl::StrCat("p-", i % 7),
-                                      absl::StrCat("c-", i % 11),
-                                      absl::StrCat("s-", i),
-                                      t0 + absl::Seconds(i));
+      auto events =
+          SuccessfulAttempt(absl::StrCat("e", i), absl::StrCat("p-", i % 7),
+                            absl::StrCat("c-", i % 11), absl::StrCat("s-", i),
+                            t0 + absl::Seconds(i));
       batch.insert(batch.end(), events.begin(), events.end());
       if (batch.size() >= 700 || i + 1 == attempts) {
         v1::AppendEventsResponse response;
@@ -37,8 +36,7 @@ class AdminTest : public ::testing::Test {
 
   // Polls an operation until it leaves RUNNING.
   Operation Wait(Operation op) {
-    for (int i = 0; i < 600 && op.state() == v1::OPERATION_STATE_RUNNING;
-         ++i) {
+    for (int i = 0; i < 600 && op.state() == v1::OPERATION_STATE_RUNNING; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       v1::GetOperationRequest get;
       get.set_id(op.id());
@@ -104,10 +102,9 @@ TEST_F(AdminTest, VerifyWithAnchorDetectsAForeignHash) {
   EXPECT_EQ(op.verify().position(), stats.head_position());
 
   request.set_anchor_hash("not hex");
-  EXPECT_EQ(server_.admin()
-                .StartVerify(Context().get(), request, &op)
-                .error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      server_.admin().StartVerify(Context().get(), request, &op).error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(AdminTest, BackupRestoresToAServerThatAnswersTheSame) {
@@ -121,10 +118,9 @@ TEST_F(AdminTest, BackupRestoresToAServerThatAnswersTheSame) {
   ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.error();
 
   request.set_dir("relative/path");
-  EXPECT_EQ(server_.admin()
-                .StartBackup(Context().get(), request, &op)
-                .error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      server_.admin().StartBackup(Context().get(), request, &op).error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
 
   // Restoring is starting a server on (a copy of) the backup folder.
   TestServer restored(backups.path() + "/b1");
@@ -137,9 +133,10 @@ TEST_F(AdminTest, BackupRestoresToAServerThatAnswersTheSame) {
   list.set_patient_id("p-2");
   v1::ListConnectionsResponse a;
   v1::ListConnectionsResponse b;
-  ASSERT_TRUE(server_.history().ListConnections(Context().get(), list, &a).ok());
-  ASSERT_TRUE(restored.history().ListConnections(Context().get(), list, &b)
-                  .ok());
+  ASSERT_TRUE(
+      server_.history().ListConnections(Context().get(), list, &a).ok());
+  ASSERT_TRUE(
+      restored.history().ListConnections(Context().get(), list, &b).ok());
   ASSERT_EQ(a.connections_size(), b.connections_size());
   for (int i = 0; i < a.connections_size(); ++i) {
     a.mutable_connections(i)->clear_summary();
@@ -158,8 +155,8 @@ TEST_F(AdminTest, ReadLogPagesByPositionToTheHead) {
     request.set_from_position(next);
     request.set_max_events(32);
     v1::ReadLogResponse response;
-    ASSERT_TRUE(server_.admin().ReadLog(Context().get(), request, &response)
-                    .ok());
+    ASSERT_TRUE(
+        server_.admin().ReadLog(Context().get(), request, &response).ok());
     for (int i = 0; i < response.events_size(); ++i) {
       EXPECT_EQ(response.events(i).position(), next + i);
     }

@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
@@ -34,8 +33,7 @@ class AppendTest : public ::testing::Test {
 
   uint64_t Head() {
     authtrail::v1::Stats stats;
-    EXPECT_TRUE(
-        server_.admin().GetStats(Context().get(), {}, &stats).ok());
+    EXPECT_TRUE(server_.admin().GetStats(Context().get(), {}, &stats).ok());
     return stats.head_position();
   }
 
@@ -68,8 +66,12 @@ TEST_F(AppendTest, IdenticalRetryReturnsOriginalPositionAsDuplicate) {
 }
 
 TEST_F(AppendTest, RepeatWithinOneBatchIsDuplicateOfTheFirst) {
-  AuthEvent e = Event("x").Patient("p").Connection("c").At(t0_)
-                    .Step(v1::STEP_TOKEN_REFRESH).Succeeded();
+  AuthEvent e = Event("x")
+                    .Patient("p")
+                    .Connection("c")
+                    .At(t0_)
+                    .Step(v1::STEP_TOKEN_REFRESH)
+                    .Succeeded();
   auto response = AppendOk({e, e});
   EXPECT_EQ(response.results(0).position(), 1u);
   EXPECT_FALSE(response.results(0).duplicate());
@@ -83,8 +85,12 @@ TEST_F(AppendTest, SameIdOtherContentIsRefusedAndBatchNotWritten) {
   AppendOk(events);
   AuthEvent changed = events[3];
   changed.set_error_description("something else");
-  AuthEvent fresh = Event("new-1").Patient("p-9").Connection("c-9")
-                        .At(t0_).Step(v1::STEP_PORTAL_REDIRECT).Started();
+  AuthEvent fresh = Event("new-1")
+                        .Patient("p-9")
+                        .Connection("c-9")
+                        .At(t0_)
+                        .Step(v1::STEP_PORTAL_REDIRECT)
+                        .Started();
   AppendEventsResponse response;
   grpc::Status status = Append({fresh, changed}, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
@@ -94,14 +100,18 @@ TEST_F(AppendTest, SameIdOtherContentIsRefusedAndBatchNotWritten) {
   authtrail::v1::Connection c;
   authtrail::v1::GetConnectionRequest get;
   get.set_connection_id("c-9");
-  EXPECT_EQ(server_.history().GetConnection(Context().get(), get, &c)
-                .error_code(),
-            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(
+      server_.history().GetConnection(Context().get(), get, &c).error_code(),
+      grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(AppendTest, InvalidEventNamesIndexFieldAndLimitInRichDetails) {
-  AuthEvent good = Event("g").Patient("p").Connection("c").At(t0_)
-                       .Step(v1::STEP_SIGN_IN).Succeeded();
+  AuthEvent good = Event("g")
+                       .Patient("p")
+                       .Connection("c")
+                       .At(t0_)
+                       .Step(v1::STEP_SIGN_IN)
+                       .Succeeded();
   AuthEvent bad = good;
   bad.set_event_id("b");
   bad.set_patient_id(std::string(129, 'x'));
@@ -152,10 +162,11 @@ TEST_F(AppendTest, ConcurrentAppendsAllGetDistinctPositions) {
                           .Patient(absl::StrCat("p-", t))
                           .Connection(absl::StrCat("c-", t))
                           .At(t0_ + absl::Seconds(i))
-                          .Step(v1::STEP_TOKEN_REFRESH).Succeeded();
+                          .Step(v1::STEP_TOKEN_REFRESH)
+                          .Succeeded();
         AppendEventsResponse response;
-        grpc::Status s = server_.ingest().AppendEvents(
-            Context().get(), Batch({e}), &response);
+        grpc::Status s = server_.ingest().AppendEvents(Context().get(),
+                                                       Batch({e}), &response);
         if (s.ok()) positions[t].push_back(response.results(0).position());
       }
     });

@@ -190,7 +190,8 @@ absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
 // A uint64 of the protobuf JSON mapping (a string) or a plain JSON number.
 uint64_t U64(const Json& value) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
-  if (value.is_number_integer()) return static_cast<uint64_t>(value.get<int64_t>());
+  if (value.is_number_integer())
+    return static_cast<uint64_t>(value.get<int64_t>());
   uint64_t out = 0;
   if (!value.is_string() || !absl::SimpleAtoi(value.get<std::string>(), &out)) {
     ADD_FAILURE() << "not a uint64: " << value.dump();
@@ -347,9 +348,10 @@ std::string EmitInput() {
       absl::StrCat(R"({"event_id":"ev-8",)", c2, ",", source2,
                    R"(,"step":"OAUTH_CALLBACK","outcome":"SUCCEEDED",)",
                    R"("occurred_at":"2026-11-02T09:02:02Z"})"),
-      absl::StrCat(R"({"event_id":"ev-9",)", c2, ",", source2,
-                   R"(,"step":"TOKEN_EXCHANGE","outcome":"SUCCEEDED",)",
-                   R"("http_status":200,"occurred_at":"2026-11-02T09:02:03Z"})"),
+      absl::StrCat(
+          R"({"event_id":"ev-9",)", c2, ",", source2,
+          R"(,"step":"TOKEN_EXCHANGE","outcome":"SUCCEEDED",)",
+          R"("http_status":200,"occurred_at":"2026-11-02T09:02:03Z"})"),
   };
   return absl::StrJoin(lines, "\n") + "\n";
 }
@@ -382,10 +384,11 @@ TEST_F(CliTest, EmitReadsEnumsWithAndWithoutPrefixAndIsIdempotent) {
   // Every spelling of an enum value was read as the same value.
   const std::vector<v1::RecordedEvent> log = ReadAll(server_);
   ASSERT_EQ(log.size(), 9u);
-  const v1::Step steps[] = {
-      v1::STEP_PORTAL_REDIRECT, v1::STEP_SIGN_IN,      v1::STEP_CONSENT,
-      v1::STEP_PORTAL_REDIRECT, v1::STEP_PORTAL_REDIRECT, v1::STEP_SIGN_IN,
-      v1::STEP_CONSENT,         v1::STEP_OAUTH_CALLBACK, v1::STEP_TOKEN_EXCHANGE};
+  const v1::Step steps[] = {v1::STEP_PORTAL_REDIRECT, v1::STEP_SIGN_IN,
+                            v1::STEP_CONSENT,         v1::STEP_PORTAL_REDIRECT,
+                            v1::STEP_PORTAL_REDIRECT, v1::STEP_SIGN_IN,
+                            v1::STEP_CONSENT,         v1::STEP_OAUTH_CALLBACK,
+                            v1::STEP_TOKEN_EXCHANGE};
   for (size_t i = 0; i < log.size(); ++i) {
     const v1::AuthEvent& e = log[i].event();
     EXPECT_EQ(log[i].position(), i + 1);
@@ -492,12 +495,11 @@ TEST_F(CliTest, EmitRefusedEventIsBadInputAndNamesTheField) {
   const std::vector<std::string> good = Lines(EmitInput());
   const std::string file = Path("refused.jsonl");
   // Line 2 FAILED without an error code.
-  WriteFile(file,
-            absl::StrCat(good[0], "\n",
-                         R"({"event_id":"ev-x","patient_id":"pat-1",)"
-                         R"("step":"TOKEN_EXCHANGE","outcome":"FAILED",)"
-                         R"("occurred_at":"2026-11-01T10:00:00Z"})",
-                         "\n", good[2], "\n"));
+  WriteFile(file, absl::StrCat(good[0], "\n",
+                               R"({"event_id":"ev-x","patient_id":"pat-1",)"
+                               R"("step":"TOKEN_EXCHANGE","outcome":"FAILED",)"
+                               R"("occurred_at":"2026-11-01T10:00:00Z"})",
+                               "\n", good[2], "\n"));
   CliResult result = Cli({"emit", file});
   EXPECT_EQ(result.exit_code, 3) << result.Describe();
   EXPECT_TRUE(absl::StrContains(result.err, "input error")) << result.err;
@@ -515,8 +517,7 @@ TEST_F(CliTest, EmitRefusedEventIsBadInputAndNamesTheField) {
   // One event a batch: line 1 is written before line 2 is refused.
   CliResult batched = Cli({"emit", file, "--batch", "1"});
   EXPECT_EQ(batched.exit_code, 3) << batched.Describe();
-  EXPECT_TRUE(absl::StrContains(batched.err, "line 2 not sent"))
-      << batched.err;
+  EXPECT_TRUE(absl::StrContains(batched.err, "line 2 not sent")) << batched.err;
   EXPECT_TRUE(absl::StrContains(batched.err, "1 events sent before"))
       << batched.err;
   EXPECT_TRUE(absl::StrContains(batched.err, "error_code")) << batched.err;
@@ -537,8 +538,8 @@ TEST_F(CliTest, EmitRefusedEventIsBadInputAndNamesTheField) {
   // No server: the RPC failed, exit 1 with the gRPC code.
   const std::string ok_file = Path("ok.jsonl");
   WriteFile(ok_file, good[0] + "\n");
-  CliResult down = RunCli(
-      {"--server", "127.0.0.1:1", "--timeout", "2", "emit", ok_file});
+  CliResult down =
+      RunCli({"--server", "127.0.0.1:1", "--timeout", "2", "emit", ok_file});
   EXPECT_EQ(down.exit_code, 1) << down.Describe();
   EXPECT_TRUE(absl::StrContains(down.err, "UNAVAILABLE")) << down.err;
   EXPECT_TRUE(absl::StrContains(down.err, "line 1 not sent")) << down.err;
@@ -555,9 +556,9 @@ TEST_F(CliTest, DiagnoseAnswersTheFiveQuestions) {
 
   const auto answers = [](const Json& d) {
     std::vector<std::string> out;
-    for (const char* question : {"reached_portal", "signed_in",
-                                 "approved_access", "token_exchanged",
-                                 "refresh_failed_later"}) {
+    for (const char* question :
+         {"reached_portal", "signed_in", "approved_access", "token_exchanged",
+          "refresh_failed_later"}) {
       out.push_back(d.contains(question) ? d[question].value("answer", "")
                                          : "(absent)");
     }
@@ -605,9 +606,9 @@ TEST_F(CliTest, DiagnoseAnswersTheFiveQuestions) {
   // The table form: the five questions and the root cause.
   CliResult table = Cli({"diagnose", "sess-denied"});
   ASSERT_EQ(table.exit_code, 0) << table.Describe();
-  for (const char* text : {"1. reached the portal?", "3. approved access?",
-                           "5. a refresh failed later?", "access_denied",
-                           "UNKNOWN"}) {
+  for (const char* text :
+       {"1. reached the portal?", "3. approved access?",
+        "5. a refresh failed later?", "access_denied", "UNKNOWN"}) {
     EXPECT_TRUE(absl::StrContains(table.out, text)) << text << "\n"
                                                     << table.out;
   }
@@ -617,8 +618,7 @@ TEST_F(CliTest, ErrorsAndUsageExitCodes) {
   CliResult unknown = Cli({"diagnose", "unknown-session"});
   EXPECT_EQ(unknown.exit_code, 1) << unknown.Describe();
   EXPECT_TRUE(absl::StrContains(unknown.err, "NOT_FOUND")) << unknown.err;
-  EXPECT_TRUE(absl::StrContains(unknown.err, "unknown-session"))
-      << unknown.err;
+  EXPECT_TRUE(absl::StrContains(unknown.err, "unknown-session")) << unknown.err;
   EXPECT_EQ(unknown.out, "");
 
   for (const std::vector<std::string>& args :
@@ -634,10 +634,11 @@ TEST_F(CliTest, ErrorsAndUsageExitCodes) {
            {"simulate", "--patients", "0"},
        }) {
     CliResult result = Cli(args);
-    EXPECT_EQ(result.exit_code, 2)
-        << absl::StrJoin(args, " ") << "\n" << result.Describe();
+    EXPECT_EQ(result.exit_code, 2) << absl::StrJoin(args, " ") << "\n"
+                                   << result.Describe();
     EXPECT_TRUE(absl::StrContains(result.err, "usage error"))
-        << absl::StrJoin(args, " ") << "\n" << result.err;
+        << absl::StrJoin(args, " ") << "\n"
+        << result.err;
   }
 
   // --help is not an error.
@@ -646,8 +647,8 @@ TEST_F(CliTest, ErrorsAndUsageExitCodes) {
   EXPECT_TRUE(absl::StrContains(help.out, "--batch")) << help.out;
 
   // No server listening: exit 1, naming the RPC.
-  CliResult down = RunCli(
-      {"--server", "127.0.0.1:1", "--timeout", "2", "stats"});
+  CliResult down =
+      RunCli({"--server", "127.0.0.1:1", "--timeout", "2", "stats"});
   EXPECT_EQ(down.exit_code, 1) << down.Describe();
   EXPECT_TRUE(absl::StrContains(down.err, "GetStats")) << down.err;
 }
@@ -655,9 +656,9 @@ TEST_F(CliTest, ErrorsAndUsageExitCodes) {
 // ---- 4. simulate ------------------------------------------------------------
 
 TEST_F(CliTest, SimulateReportMatchesTheLogAndRepeatsAsDuplicates) {
-  const std::vector<std::string> args = {
-      "simulate", "--patients", "30",     "--seed", "5",
-      "--start",  kSimStart,    "--json"};
+  const std::vector<std::string> args = {"simulate", "--patients", "30",
+                                         "--seed",   "5",          "--start",
+                                         kSimStart,  "--json"};
   const absl::Time before_first = absl::Now();
   CliResult first = Cli(args);
   ASSERT_EQ(first.exit_code, 0) << first.Describe();
@@ -717,8 +718,7 @@ TEST_F(CliTest, SimulateReportMatchesTheLogAndRepeatsAsDuplicates) {
   EXPECT_EQ(U64(r2["events_sent"]), sent);
   EXPECT_EQ(U64(r2["repeated_deliveries"]), repeats);
   EXPECT_EQ(r2["samples"], r1["samples"]);
-  EXPECT_EQ(U64(r2["duplicates_reported"]), sent - ahead1.size())
-      << second.out;
+  EXPECT_EQ(U64(r2["duplicates_reported"]), sent - ahead1.size()) << second.out;
   stats = GetStats(server_);
   EXPECT_EQ(stats.head_position(), events + ahead1.size());
 
@@ -735,14 +735,12 @@ TEST_F(CliTest, SimulateReportMatchesTheLogAndRepeatsAsDuplicates) {
 
   // Neither --concurrency nor --batch changes the traffic.
   std::vector<std::string> other_args = args;
-  other_args.insert(other_args.end(),
-                    {"--concurrency", "2", "--batch", "13"});
+  other_args.insert(other_args.end(), {"--concurrency", "2", "--batch", "13"});
   CliResult third = Cli(other_args);
   ASSERT_EQ(third.exit_code, 0) << third.Describe();
   Json r3 = ParseJson(third.out);
   EXPECT_EQ(U64(r3["events_sent"]), sent);
-  EXPECT_EQ(U64(r3["duplicates_reported"]), sent - ahead1.size())
-      << third.out;
+  EXPECT_EQ(U64(r3["duplicates_reported"]), sent - ahead1.size()) << third.out;
   EXPECT_EQ(GetStats(server_).head_position(), events + 2 * ahead1.size());
 
   // The sample session the report names diagnoses as declined.
@@ -761,8 +759,8 @@ TEST_F(CliTest, SimulateDryRunFeedsEmit) {
   // The dry run prints what a real run sends; emitting it sends the same
   // events, so a real run afterwards finds them all (but the clock-ahead
   // ones, dated from each run's own clock) already there.
-  CliResult dry = Cli({"simulate", "--patients", "8", "--seed", "3",
-                       "--start", kSimStart, "--dry-run", "--json"});
+  CliResult dry = Cli({"simulate", "--patients", "8", "--seed", "3", "--start",
+                       kSimStart, "--dry-run", "--json"});
   ASSERT_EQ(dry.exit_code, 0) << dry.Describe();
   Json report = ParseJson(dry.err);
   ASSERT_TRUE(report.is_object()) << dry.err;
@@ -787,11 +785,14 @@ TEST_F(CliTest, ExportImportCopiesTheLogExactlyAndIsIdempotent) {
                              "--start", kSimStart, "--json"});
   ASSERT_EQ(simulated.exit_code, 0) << simulated.Describe();
   // An event with a field this version does not know.
-  v1::AuthEvent future_field =
-      Event("ev-unknown-field").Patient("pat-u").Connection("conn-u")
-          .Session("sess-u").Source("src-u", "Unknown Fields Inc.")
-          .At(T("2026-11-01T10:00:00Z")).Step(v1::STEP_PORTAL_REDIRECT)
-          .Succeeded();
+  v1::AuthEvent future_field = Event("ev-unknown-field")
+                                   .Patient("pat-u")
+                                   .Connection("conn-u")
+                                   .Session("sess-u")
+                                   .Source("src-u", "Unknown Fields Inc.")
+                                   .At(T("2026-11-01T10:00:00Z"))
+                                   .Step(v1::STEP_PORTAL_REDIRECT)
+                                   .Succeeded();
   future_field.GetReflection()
       ->MutableUnknownFields(&future_field)
       ->AddVarint(900, 7);
@@ -818,8 +819,8 @@ TEST_F(CliTest, ExportImportCopiesTheLogExactlyAndIsIdempotent) {
   TestServer other;
   CliResult imported = CliAt(other, {"import", file});
   ASSERT_EQ(imported.exit_code, 0) << imported.Describe();
-  EXPECT_EQ(imported.out,
-            absl::StrCat("imported ", head, " new events, 0 already present\n"));
+  EXPECT_EQ(imported.out, absl::StrCat("imported ", head,
+                                       " new events, 0 already present\n"));
   CliResult again = CliAt(other, {"import", file, "--json"});
   ASSERT_EQ(again.exit_code, 0) << again.Describe();
   Json counts = ParseJson(again.out);
@@ -859,10 +860,9 @@ TEST_F(CliTest, ExportImportCopiesTheLogExactlyAndIsIdempotent) {
 TEST_F(CliTest, ExportRangeAndResume) {
   std::vector<v1::AuthEvent> events;
   for (int i = 0; i < 4; ++i) {
-    auto attempt = SuccessfulAttempt(absl::StrCat("a", i), "pat-r",
-                                     absl::StrCat("conn-r", i),
-                                     absl::StrCat("sess-r", i),
-                                     T("2026-11-01T10:00:00Z") + absl::Hours(i));
+    auto attempt = SuccessfulAttempt(
+        absl::StrCat("a", i), "pat-r", absl::StrCat("conn-r", i),
+        absl::StrCat("sess-r", i), T("2026-11-01T10:00:00Z") + absl::Hours(i));
     events.insert(events.end(), attempt.begin(), attempt.end());
   }
   ASSERT_NO_FATAL_FAILURE(AppendOk(server_, events));
@@ -895,8 +895,7 @@ TEST_F(CliTest, ExportRangeAndResume) {
   CliResult rest = Cli({"export", part2, "--from", "13"});
   ASSERT_EQ(rest.exit_code, 0) << rest.Describe();
   EXPECT_EQ(positions(part2), range(13, head));
-  EXPECT_TRUE(absl::StrContains(rest.err, "resume with --from 29"))
-      << rest.err;
+  EXPECT_TRUE(absl::StrContains(rest.err, "resume with --from 29")) << rest.err;
 
   // Resuming into the same file with --append adds to it; without, the
   // file is replaced.
@@ -961,19 +960,18 @@ TEST_F(CliTest, VerifyRebuildAndBackup) {
   ASSERT_EQ(verify.exit_code, 0) << verify.Describe();
   EXPECT_EQ(KeyValue(verify.out, "result"), "OK") << verify.out;
   EXPECT_EQ(KeyValue(verify.out, "events checked"), "10") << verify.out;
-  EXPECT_EQ(KeyValue(verify.out, "head hash"), stats.head_hash())
-      << verify.out;
+  EXPECT_EQ(KeyValue(verify.out, "head hash"), stats.head_hash()) << verify.out;
 
   // Anchored at what stats showed; then at a wrong hash.
-  CliResult anchored = Cli({"verify", "--anchor",
-                            absl::StrCat(stats.head_position(), ":",
-                                         stats.head_hash())});
+  CliResult anchored =
+      Cli({"verify", "--anchor",
+           absl::StrCat(stats.head_position(), ":", stats.head_hash())});
   EXPECT_EQ(anchored.exit_code, 0) << anchored.Describe();
   std::string wrong = stats.head_hash();
   ASSERT_FALSE(wrong.empty());
   wrong[0] = wrong[0] == '0' ? '1' : '0';
-  CliResult tampered = Cli({"verify", "--anchor",
-                            absl::StrCat(stats.head_position(), ":", wrong)});
+  CliResult tampered = Cli(
+      {"verify", "--anchor", absl::StrCat(stats.head_position(), ":", wrong)});
   EXPECT_EQ(tampered.exit_code, 1) << tampered.Describe();
   EXPECT_EQ(KeyValue(tampered.out, "result"), "PROBLEM") << tampered.out;
   EXPECT_TRUE(absl::StrContains(tampered.err, "verify found a problem"))
@@ -993,8 +991,7 @@ TEST_F(CliTest, VerifyRebuildAndBackup) {
   // The rebuilt projections still answer the same.
   CliResult connections = Cli({"connections", "pat-1", "--json"});
   ASSERT_EQ(connections.exit_code, 0) << connections.Describe();
-  EXPECT_TRUE(
-      absl::StrContains(connections.out, "CONNECTION_STATE_DENIED"))
+  EXPECT_TRUE(absl::StrContains(connections.out, "CONNECTION_STATE_DENIED"))
       << connections.out;
 
   const std::string backup_dir = Path("backup");

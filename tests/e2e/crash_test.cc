@@ -62,8 +62,7 @@ class Daemon {
       std::string data = absl::StrCat("--data_dir=", data_dir_);
       execl(AUTHTRAILD_PATH, AUTHTRAILD_PATH, listen.c_str(), data.c_str(),
             "--log_level=warn", "--shutdown_grace_seconds=5",
-            "--metrics_listen=off",
-            static_cast<char*>(nullptr));
+            "--metrics_listen=off", static_cast<char*>(nullptr));
       _exit(127);
     }
     ASSERT_GT(pid_, 0);
@@ -104,8 +103,8 @@ class Daemon {
       addr.sin_family = AF_INET;
       addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
       addr.sin_port = htons(static_cast<uint16_t>(port_));
-      bool up = connect(fd, reinterpret_cast<sockaddr*>(&addr),
-                        sizeof(addr)) == 0;
+      bool up =
+          connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
       close(fd);
       if (up) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -139,14 +138,15 @@ void Client(const std::string& address, int client, int round,
     std::vector<v1::AuthEvent> events;
     int n = 1 + static_cast<int>(random() % 8);
     for (int i = 0; i < n; ++i) {
-      std::string id = absl::StrCat("r", round, "-c", client, "-b", batch,
-                                    "-", i);
+      std::string id =
+          absl::StrCat("r", round, "-c", client, "-b", batch, "-", i);
       events.push_back(Event(id)
                            .Patient(absl::StrCat("p-", client))
                            .Connection(absl::StrCat("c-", client, "-", i % 3))
                            .Session(absl::StrCat("s-", round, "-", client))
                            .At(t0 + absl::Milliseconds(batch))
-                           .Step(v1::STEP_TOKEN_REFRESH).Succeeded());
+                           .Step(v1::STEP_TOKEN_REFRESH)
+                           .Succeeded());
     }
     {
       std::lock_guard<std::mutex> lock(ledger->mu);
@@ -156,8 +156,8 @@ void Client(const std::string& address, int client, int round,
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::seconds(2));
     v1::AppendEventsResponse response;
-    grpc::Status status = stub->AppendEvents(&context, Batch(events),
-                                             &response);
+    grpc::Status status =
+        stub->AppendEvents(&context, Batch(events), &response);
     if (!status.ok()) {
       // Not acknowledged: the server is gone, or shutting down and
       // cancelling what it cannot finish.
@@ -242,8 +242,7 @@ TEST(CrashTest, SigkillLosesNoAcknowledgedEvent) {
     for (int c = 0; c < 4; ++c) {
       clients.emplace_back(Client, daemon.address(), c, round, &stop, &ledger);
     }
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(50 + random() % 400));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + random() % 400));
     daemon.Kill(SIGKILL);
     stop = true;
     for (auto& t : clients) t.join();

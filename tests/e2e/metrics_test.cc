@@ -27,25 +27,24 @@ TEST(MetricsTest, AppendsRefusalsAndQueriesAreCounted) {
   options.store.data_dir = temp.path() + "/data";
   auto server = services::AuthTrailServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto channel = grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", (*server)->port()),
-      grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                          grpc::InsecureChannelCredentials());
   auto ingest = v1::AuthEventIngest::NewStub(channel);
   auto history = v1::AuthHistory::NewStub(channel);
 
-  auto events = SuccessfulAttempt("m", "p-1", "c-1", "s-1",
-                                  absl::Now() - absl::Hours(1));
+  auto events =
+      SuccessfulAttempt("m", "p-1", "c-1", "s-1", absl::Now() - absl::Hours(1));
   v1::AppendEventsResponse response;
-  ASSERT_TRUE(ingest->AppendEvents(Context().get(), Batch(events), &response)
-                  .ok());
-  ASSERT_TRUE(ingest->AppendEvents(Context().get(), Batch({events[0]}),
-                                   &response)
-                  .ok());
+  ASSERT_TRUE(
+      ingest->AppendEvents(Context().get(), Batch(events), &response).ok());
+  ASSERT_TRUE(
+      ingest->AppendEvents(Context().get(), Batch({events[0]}), &response)
+          .ok());
   v1::AuthEvent bad = events[1];
   bad.set_event_id("");
   EXPECT_FALSE(
-      ingest->AppendEvents(Context().get(), Batch({bad, bad}), &response)
-          .ok());
+      ingest->AppendEvents(Context().get(), Batch({bad, bad}), &response).ok());
   v1::GetConnectionRequest get;
   get.set_connection_id("c-1");
   v1::Connection connection;
@@ -57,18 +56,21 @@ TEST(MetricsTest, AppendsRefusalsAndQueriesAreCounted) {
   ASSERT_FALSE(body.empty());
   EXPECT_EQ(Sample(body, "authtrail_append_events_total{result=\"accepted\"}"),
             7);
-  EXPECT_EQ(
-      Sample(body, "authtrail_append_events_total{result=\"duplicate\"}"), 1);
-  EXPECT_EQ(Sample(body, "authtrail_append_events_total{result=\"refused\","
-                         "reason=\"INVALID_ARGUMENT\"}"),
+  EXPECT_EQ(Sample(body, "authtrail_append_events_total{result=\"duplicate\"}"),
+            1);
+  EXPECT_EQ(Sample(body,
+                   "authtrail_append_events_total{result=\"refused\","
+                   "reason=\"INVALID_ARGUMENT\"}"),
             2);
   EXPECT_EQ(Sample(body, "authtrail_append_latency_seconds_count"), 2);
   EXPECT_GE(Sample(body, "authtrail_group_commit_events_count"), 1);
-  EXPECT_EQ(Sample(body, "authtrail_query_calls_total{rpc=\"GetConnection\","
-                         "code=\"OK\"}"),
+  EXPECT_EQ(Sample(body,
+                   "authtrail_query_calls_total{rpc=\"GetConnection\","
+                   "code=\"OK\"}"),
             1);
-  EXPECT_EQ(Sample(body, "authtrail_query_calls_total{rpc=\"GetConnection\","
-                         "code=\"NOT_FOUND\"}"),
+  EXPECT_EQ(Sample(body,
+                   "authtrail_query_calls_total{rpc=\"GetConnection\","
+                   "code=\"NOT_FOUND\"}"),
             1);
   EXPECT_EQ(Sample(body, "authtrail_head_position"), 7);
   EXPECT_EQ(Sample(body, "authtrail_build_info{version=\"0.1.0\"}"), 1);

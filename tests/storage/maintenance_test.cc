@@ -84,10 +84,10 @@ class MaintenanceTest : public ::testing::Test {
     absl::Time t0 = absl::Now() - absl::Hours(3);
     std::vector<AuthEvent> batch;
     for (int i = offset; i < offset + attempts; ++i) {
-      auto events = SuccessfulAttempt(
-          absl::StrCat("a", i), absl::StrCat("p-", i % 13),
-          absl::StrCat("c-", i % 17), absl::StrCat("s-", i),
-          t0 + absl::Seconds(i));
+      auto events =
+          SuccessfulAttempt(absl::StrCat("a", i), absl::StrCat("p-", i % 13),
+                            absl::StrCat("c-", i % 17), absl::StrCat("s-", i),
+                            t0 + absl::Seconds(i));
       if (i % 3 == 0) {
         events.back() = Event(absl::StrCat("a", i, "-7"))
                             .Patient(absl::StrCat("p-", i % 13))
@@ -167,9 +167,11 @@ TEST_F(MaintenanceTest, RebuildWhileAppendingKeepsEveryEvent) {
   std::thread writer([&] {
     for (int i = 0; !stop; ++i) {
       AuthEvent e = Event(absl::StrCat("live-", i))
-                        .Patient("p-live").Connection("c-live")
+                        .Patient("p-live")
+                        .Connection("c-live")
                         .At(absl::Now() - absl::Minutes(1))
-                        .Step(v1::STEP_TOKEN_REFRESH).Succeeded();
+                        .Step(v1::STEP_TOKEN_REFRESH)
+                        .Succeeded();
       if (store->AppendAndWait({e}).ok()) ++appended;
     }
   });
@@ -248,8 +250,11 @@ TEST_F(MaintenanceTest, VerifyCatchesAnInsertedRecord) {
     RawDb raw(dir_);
     v1::RecordedEvent forged;
     forged.set_position(15);
-    *forged.mutable_event() = Event("forged").Patient("p-0").Connection("c-0")
-                                  .Step(v1::STEP_DISCONNECT).Succeeded()
+    *forged.mutable_event() = Event("forged")
+                                  .Patient("p-0")
+                                  .Connection("c-0")
+                                  .Step(v1::STEP_DISCONNECT)
+                                  .Succeeded()
                                   .proto();
     raw.Put(kLogColumn, LogKey(15),
             std::string(kChainHashBytes, 'x') + SerializeStable(forged));
@@ -338,8 +343,8 @@ TEST_F(MaintenanceTest, OpensADatabaseWithFamiliesItDoesNotKnow) {
   {
     RawDb raw(dir_);
     rocksdb::ColumnFamilyHandle* extra = nullptr;
-    ASSERT_TRUE(raw.db()->CreateColumnFamily({}, "future_feature", &extra)
-                    .ok());
+    ASSERT_TRUE(
+        raw.db()->CreateColumnFamily({}, "future_feature", &extra).ok());
     ASSERT_TRUE(raw.db()->Put({}, extra, "k", "v").ok());
     raw.db()->DestroyColumnFamilyHandle(extra);
   }
@@ -357,8 +362,10 @@ TEST_F(MaintenanceTest, RefusesANewerOnDiskFormat) {
     auto store = OpenStore();
     Fill(*store, 1);
   }
-  { RawDb(dir_).Put(rocksdb::kDefaultColumnFamilyName, kFormatVersionKey,
-                    std::to_string(kFormatVersion + 1)); }
+  {
+    RawDb(dir_).Put(rocksdb::kDefaultColumnFamilyName, kFormatVersionKey,
+                    std::to_string(kFormatVersion + 1));
+  }
   StoreOptions options;
   options.data_dir = dir_;
   auto store = EventStore::Open(options);

@@ -103,9 +103,12 @@ std::vector<AuthEvent> SuccessfulAttempt(const std::string& prefix,
   int i = 0;
   for (const StepOutcome& s : flow) {
     Event e(absl::StrCat(prefix, "-", i + 1));
-    e.Patient(patient).Connection(connection).Session(session)
+    e.Patient(patient)
+        .Connection(connection)
+        .Session(session)
         .Request(absl::StrCat("req-", prefix, "-", i + 1))
-        .At(start + absl::Minutes(i)).Step(s.step);
+        .At(start + absl::Minutes(i))
+        .Step(s.step);
     if (s.started) {
       e.Started();
     } else {

@@ -25,8 +25,9 @@ class Event {
   Event& Connection(std::string id);
   Event& Session(std::string id);
   Event& Request(std::string id);
-  Event& Source(std::string id, std::string name,
-                authtrail::v1::SourceKind kind = authtrail::v1::SOURCE_KIND_EHR);
+  Event& Source(
+      std::string id, std::string name,
+      authtrail::v1::SourceKind kind = authtrail::v1::SOURCE_KIND_EHR);
   Event& At(absl::Time time);
   Event& Step(authtrail::v1::Step step);
   Event& Started();

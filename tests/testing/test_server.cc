@@ -51,8 +51,7 @@ void TestServer::Start() {
   }
   server_ = std::move(*server);
   port_ = server_->port();
-  channel_ = grpc::CreateChannel(address(),
-                                 grpc::InsecureChannelCredentials());
+  channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
   ingest_ = authtrail::v1::AuthEventIngest::NewStub(channel_);
   history_ = authtrail::v1::AuthHistory::NewStub(channel_);
   admin_ = authtrail::v1::AuthTrailAdmin::NewStub(channel_);
