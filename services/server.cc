@@ -79,7 +79,15 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
           absl::StrCat("cannot serve metrics on ", options.metrics_listen));
     }
   }
-  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  // Health answers for the server as a whole ("") and for each service.
+  grpc::HealthCheckServiceInterface* health =
+      server->server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  for (const char* name :
+       {"authtrail.v1.AuthEventIngest", "authtrail.v1.AuthHistory",
+        "authtrail.v1.AuthTrailAdmin"}) {
+    health->SetServingStatus(name, true);
+  }
   if (server->store_->ProjectionVersion() < storage::kProjectionVersion) {
     // Projections built by older reducers: bring them to this version while
     // serving; until the switch, reads answer from the old ones.
