@@ -14,6 +14,7 @@
 #include "authtrail/records/v1/records.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "storage/keys.h"
@@ -48,6 +49,10 @@ rocksdb::ColumnFamilyOptions ColumnOptions(
   rocksdb::ColumnFamilyOptions cf;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
+  // Most point lookups are for keys that do not exist yet (a new event id,
+  // a new connection or session): a bloom filter answers them without
+  // reading data blocks.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
