@@ -46,6 +46,8 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
   server->AddGauges();
 
   grpc::ServerBuilder builder;
+  // TODO(tls): plaintext only, for loopback or a trusted network; TLS,
+  // caller identities and roles are not built yet.
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
                            &server->port_);
   // One server per port: a second one must fail, not share the port.

@@ -23,6 +23,9 @@ using google::protobuf::Timestamp;
 
 // Most index entries one call examines; bounds the work of filters that
 // the chosen index cannot answer alone.
+// TODO(filter-index): a step or outcome filter over a large index may use
+// up this budget and return a short (even empty) page with a token; an
+// index keyed by step and outcome would answer such filters exactly.
 constexpr size_t kMaxScannedEntries = 20000;
 // Events read from the log per MultiGet.
 constexpr size_t kReadChunk = 128;
