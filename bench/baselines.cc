@@ -10,6 +10,11 @@
 //       records of realistic events: the same bytes authtrail's log holds
 //       (chain hash + RecordedEvent) under the same keys, with the same
 //       database options, and nothing else.
+//   baselines write ... --extra_keys K [--sorted]
+//       the same, plus K small random keys per event (the shape of the
+//       index entries and projection records authtraild adds to each
+//       event), optionally put in key order: what the memtable alone costs
+//       for authtraild's key count, and what sorting a batch saves.
 //   baselines scan --dir DIR --records N
 //       a RocksDB log of N such records, filled once, then scanned in order
 //       (iterator, 2 MiB readahead, no cache fill, as a rebuild reads).
@@ -17,6 +22,7 @@
 //       the same scan over the `log` family of a stopped authtraild's data
 //       folder (opened read-only): the raw rate of the log a rebuild reads.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +49,13 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
+double CpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+         usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+}
+
 double NowSeconds() {
   return std::chrono::duration<double>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -58,16 +71,20 @@ Json Percentiles(std::vector<double> seconds) {
     if (rank >= seconds.size()) rank = seconds.size() - 1;
     return seconds[rank] * 1e6;
   };
-  return {{"p50", at(0.50)},  {"p90", at(0.90)},
-          {"p99", at(0.99)},  {"p999", at(0.999)},
-          {"max", seconds.back() * 1e6}, {"min", seconds.front() * 1e6},
+  return {{"p50", at(0.50)},
+          {"p90", at(0.90)},
+          {"p99", at(0.99)},
+          {"p999", at(0.999)},
+          {"max", seconds.back() * 1e6},
+          {"min", seconds.front() * 1e6},
           {"count", seconds.size()}};
 }
 
 // The database options authtraild uses (storage/event_store.cc), for one
 // column family.
-rocksdb::Options RawOptions() {
+rocksdb::Options RawOptions(size_t write_buffer_bytes = 0) {
   rocksdb::Options db;
+  if (write_buffer_bytes > 0) db.write_buffer_size = write_buffer_bytes;
   db.create_if_missing = true;
   db.IncreaseParallelism(2);
   db.max_background_jobs = 2;
@@ -146,30 +163,46 @@ int RunFsync(const std::string& dir, int count, size_t bytes) {
   return 0;
 }
 
-int RunWrite(const std::string& dir, int batch, int count, double seconds) {
+int RunWrite(const std::string& dir, int batch, int count, double seconds,
+             int extra_keys, bool sorted, size_t write_buffer_mb) {
   std::filesystem::remove_all(dir);
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(RawOptions(), dir, &raw);
+  rocksdb::Status s =
+      rocksdb::DB::Open(RawOptions(write_buffer_mb << 20), dir, &raw);
   if (!s.ok()) Fail("open", s);
   std::unique_ptr<rocksdb::DB> db(raw);
 
-  // Values made before timing, so that only the writes are measured.
+  // Keys and values made before timing, so that only the writes are
+  // measured. Extra keys: 40 random bytes, 48-byte values.
   LogValues values(static_cast<uint64_t>(absl::GetCurrentTimeNanos()));
-  std::vector<std::string> keys;
-  std::vector<std::string> prepared;
+  std::mt19937_64 rng(7);
   size_t n = static_cast<size_t>(batch) * count;
-  keys.reserve(n);
-  prepared.reserve(n);
+  std::vector<std::pair<std::string, std::string>> entries;
+  entries.reserve(n * (1 + extra_keys));
   uint64_t value_bytes = 0;
   for (size_t i = 0; i < n; ++i) {
-    keys.push_back(storage::LogKey(i + 1));
-    prepared.push_back(values.Next(i + 1));
-    value_bytes += prepared.back().size();
+    entries.emplace_back(storage::LogKey(i + 1), values.Next(i + 1));
+    value_bytes += entries.back().second.size();
+    for (int k = 0; k < extra_keys; ++k) {
+      std::string key(40, '\0');
+      for (size_t b = 0; b < key.size(); b += 8) {
+        uint64_t r = rng();
+        std::memcpy(key.data() + b, &r, 8);
+      }
+      entries.emplace_back(std::move(key), std::string(48, 'v'));
+    }
+  }
+  size_t per_write = static_cast<size_t>(batch) * (1 + extra_keys);
+  if (sorted) {
+    for (size_t i = 0; i < entries.size(); i += per_write) {
+      std::sort(entries.begin() + i, entries.begin() + i + per_write);
+    }
   }
 
   rocksdb::WriteOptions sync;
   sync.sync = true;
   std::vector<double> samples;
+  double cpu = CpuSeconds();
   double started = NowSeconds();
   size_t next = 0;
   int writes = 0;
@@ -177,8 +210,8 @@ int RunWrite(const std::string& dir, int batch, int count, double seconds) {
     if (seconds > 0 && NowSeconds() - started > seconds) break;
     double t0 = NowSeconds();
     rocksdb::WriteBatch wb;
-    for (int j = 0; j < batch; ++j, ++next) {
-      s = wb.Put(keys[next], prepared[next]);
+    for (size_t j = 0; j < per_write; ++j, ++next) {
+      s = wb.Put(entries[next].first, entries[next].second);
       if (!s.ok()) Fail("put", s);
     }
     s = db->Write(sync, &wb);
@@ -186,16 +219,23 @@ int RunWrite(const std::string& dir, int batch, int count, double seconds) {
     samples.push_back(NowSeconds() - t0);
   }
   double elapsed = NowSeconds() - started;
+  cpu = CpuSeconds() - cpu;
   s = db->Close();
   db.reset();
   std::filesystem::remove_all(dir);
-  Json out = {{"baseline", "rocksdb_sync_write"},
-              {"batch", batch},
-              {"writes", writes},
-              {"value_bytes_mean", static_cast<double>(value_bytes) / n},
-              {"writes_per_second", writes / elapsed},
-              {"events_per_second", writes * batch / elapsed},
-              {"latency_us", Percentiles(samples)}};
+  double events = static_cast<double>(writes) * batch;
+  Json out = {
+      {"baseline", "rocksdb_sync_write"},
+      {"batch", batch},
+      {"extra_keys", extra_keys},
+      {"sorted", sorted},
+      {"write_buffer_mb", write_buffer_mb},
+      {"writes", writes},
+      {"value_bytes_mean", static_cast<double>(value_bytes) / n},
+      {"writes_per_second", writes / elapsed},
+      {"events_per_second", events / elapsed},
+      {"cpu_seconds_per_1000_events", events > 0 ? cpu / (events / 1000) : 0},
+      {"latency_us", Percentiles(samples)}};
   std::cout << out.dump() << std::endl;
   return 0;
 }
@@ -217,9 +257,9 @@ Json Scan(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, bool parse) {
     if (parse) {
       rocksdb::Slice v = it->value();
       if (v.size() < storage::kChainHashBytes ||
-          !event.ParseFromArray(v.data() + storage::kChainHashBytes,
-                                static_cast<int>(
-                                    v.size() - storage::kChainHashBytes))) {
+          !event.ParseFromArray(
+              v.data() + storage::kChainHashBytes,
+              static_cast<int>(v.size() - storage::kChainHashBytes))) {
         std::cerr << "baselines: a log record does not parse\n";
         std::exit(1);
       }
@@ -321,9 +361,16 @@ int Main(int argc, char** argv) {
   CLI::App* write = app.add_subcommand("write", "raw RocksDB sync writes");
   write->add_option("--dir", dir, "a scratch folder (replaced)")->required();
   write->add_option("--batch", batch)->capture_default_str();
-  write->add_option("--count", count, "writes, at most")
-      ->capture_default_str();
+  write->add_option("--count", count, "writes, at most")->capture_default_str();
   write->add_option("--seconds", seconds, "stop after this long (0: never)");
+  int extra_keys = 0;
+  bool sorted = false;
+  write->add_option("--extra_keys", extra_keys,
+                    "small random keys added per event");
+  write->add_flag("--sorted", sorted, "put each batch in key order");
+  size_t write_buffer_mb = 0;
+  write->add_option("--write_buffer_mb", write_buffer_mb,
+                    "memtable size (default: RocksDB's, as authtraild)");
 
   CLI::App* scan = app.add_subcommand("scan", "raw sequential log scan");
   scan->add_option("--dir", dir, "raw log folder (filled when missing)");
@@ -333,7 +380,10 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (fsync->parsed()) return RunFsync(dir, count, bytes);
-  if (write->parsed()) return RunWrite(dir, batch, count, seconds);
+  if (write->parsed()) {
+    return RunWrite(dir, batch, count, seconds, extra_keys, sorted,
+                    write_buffer_mb);
+  }
   if (dir.empty() && authtrail_dir.empty()) {
     std::cerr << "baselines scan: give --dir or --authtrail_dir\n";
     return 2;

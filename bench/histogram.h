@@ -38,12 +38,10 @@ class Histogram {
     count_.fetch_add(1, std::memory_order_relaxed);
     sum_.fetch_add(value_ns, std::memory_order_relaxed);
     uint64_t seen = min_.load(std::memory_order_relaxed);
-    while (value_ns < seen &&
-           !min_.compare_exchange_weak(seen, value_ns)) {
+    while (value_ns < seen && !min_.compare_exchange_weak(seen, value_ns)) {
     }
     seen = max_.load(std::memory_order_relaxed);
-    while (value_ns > seen &&
-           !max_.compare_exchange_weak(seen, value_ns)) {
+    while (value_ns > seen && !max_.compare_exchange_weak(seen, value_ns)) {
     }
   }
 

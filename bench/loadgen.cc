@@ -66,8 +66,8 @@ void SleepUntilNs(int64_t t) {
 }
 
 // Runs when a call ends: its status, when it was sent and when it ended.
-using Done = std::function<void(const grpc::Status&, int64_t sent_ns,
-                                int64_t ended_ns)>;
+using Done =
+    std::function<void(const grpc::Status&, int64_t sent_ns, int64_t ended_ns)>;
 
 // One kind of call. Start may be called from any thread, including from
 // inside a Done.
@@ -111,21 +111,21 @@ void Issue(std::unique_ptr<Call> owned, StubCall stub_call, Sized sized,
   Call* call = owned.release();
   call->context.set_deadline(Deadline());
   int64_t sent = NowNs();
-  stub_call(call, [call, sent, done = std::move(done),
-                   sized](grpc::Status status) {
-    int64_t ended = NowNs();
-    // Done last: once it returns for the last call, the run may end and
-    // the Rpc go away.
-    sized(call);
-    delete call;
-    done(status, sent, ended);
-  });
+  stub_call(call,
+            [call, sent, done = std::move(done), sized](grpc::Status status) {
+              int64_t ended = NowNs();
+              // Done last: once it returns for the last call, the run may end
+              // and the Rpc go away.
+              sized(call);
+              delete call;
+              done(status, sent, ended);
+            });
 }
 
 class AppendRpc final : public Rpc {
  public:
-  AppendRpc(std::shared_ptr<grpc::Channel> channel, WorkloadOptions options,
-            int batch, uint64_t limit_events)
+  AppendRpc(const std::shared_ptr<grpc::Channel>& channel,
+            WorkloadOptions options, int batch, uint64_t limit_events)
       : stub_(authtrail::v1::AuthEventIngest::NewStub(channel)),
         workload_(options),
         batch_(batch),
@@ -193,8 +193,8 @@ std::mt19937_64& ThreadRng(uint64_t seed) {
 
 class GetConnectionRpc final : public Rpc {
  public:
-  GetConnectionRpc(std::shared_ptr<grpc::Channel> channel, uint64_t patients,
-                   uint64_t seed)
+  GetConnectionRpc(const std::shared_ptr<grpc::Channel>& channel,
+                   uint64_t patients, uint64_t seed)
       : stub_(authtrail::v1::AuthHistory::NewStub(channel)),
         patients_(patients),
         seed_(seed) {}
@@ -214,8 +214,8 @@ class GetConnectionRpc final : public Rpc {
     Issue(
         std::move(call),
         [this](Call* c, std::function<void(grpc::Status)> cb) {
-          stub_->async()->GetConnection(&c->context, &c->request,
-                                        &c->response, std::move(cb));
+          stub_->async()->GetConnection(&c->context, &c->request, &c->response,
+                                        std::move(cb));
         },
         [this, request_bytes](Call* c) {
           Count(request_bytes, c->response.ByteSizeLong(), 1);
@@ -232,7 +232,7 @@ class GetConnectionRpc final : public Rpc {
 
 class ListEventsRpc final : public Rpc {
  public:
-  ListEventsRpc(std::shared_ptr<grpc::Channel> channel, uint64_t heavy,
+  ListEventsRpc(const std::shared_ptr<grpc::Channel>& channel, uint64_t heavy,
                 uint64_t seed)
       : stub_(authtrail::v1::AuthHistory::NewStub(channel)),
         heavy_(heavy),
@@ -272,7 +272,7 @@ class ListEventsRpc final : public Rpc {
 
 class EchoRpc final : public Rpc {
  public:
-  EchoRpc(std::shared_ptr<grpc::Channel> channel, size_t request_bytes,
+  EchoRpc(const std::shared_ptr<grpc::Channel>& channel, size_t request_bytes,
           size_t response_bytes)
       : stub_(authtrail::bench::Echo::NewStub(channel)),
         payload_(request_bytes, 'p'),
@@ -322,13 +322,13 @@ class Recorder {
     if (!status.ok()) {
       if (errors_.fetch_add(1) == 0) {
         std::lock_guard<std::mutex> lock(mu_);
-        first_error_ = std::to_string(status.error_code()) + ": " +
-                       status.error_message();
+        first_error_ =
+            std::to_string(status.error_code()) + ": " + status.error_message();
       }
       return;
     }
-    histogram_.Record(static_cast<uint64_t>(std::max<int64_t>(
-        0, ended_ns - from_ns)));
+    histogram_.Record(
+        static_cast<uint64_t>(std::max<int64_t>(0, ended_ns - from_ns)));
   }
 
   const Histogram& histogram() const { return histogram_; }
@@ -399,63 +399,6 @@ ProcSample SampleProcess(int pid) {
   return out;
 }
 
-// Samples the server's RSS during the window, and its CPU and writes at
-// both ends of it.
-class ProcessMonitor {
- public:
-  ProcessMonitor(int pid, int64_t begin_ns, int64_t end_ns) : pid_(pid) {
-    if (pid_ <= 0) return;
-    thread_ = std::thread([this, begin_ns, end_ns] {
-      SleepUntilNs(begin_ns);
-      first_ = SampleProcess(pid_);
-      int64_t next = begin_ns;
-      while (NowNs() < end_ns) {
-        rss_.push_back(SampleProcess(pid_).rss_bytes);
-        next += 100'000'000;
-        SleepUntilNs(std::min(next, end_ns));
-      }
-      last_ = SampleProcess(pid_);
-      rss_.push_back(last_.rss_bytes);
-    });
-  }
-  ~ProcessMonitor() {
-    if (thread_.joinable()) thread_.join();
-  }
-
-  // REQUIRES: the window has ended.
-  Json Result(uint64_t events) {
-    if (pid_ <= 0) return nullptr;
-    thread_.join();
-    std::vector<uint64_t> rss = rss_;
-    std::sort(rss.begin(), rss.end());
-    double cpu = last_.cpu_seconds - first_.cpu_seconds;
-    uint64_t written = last_.write_bytes - first_.write_bytes;
-    double per_thousand = events > 0 ? cpu / (events / 1000.0) : 0;
-    return {{"pid", pid_},
-            {"rss_max_bytes", rss.empty() ? 0 : rss.back()},
-            {"rss_median_bytes", rss.empty() ? 0 : rss[rss.size() / 2]},
-            {"cpu_seconds", cpu},
-            {"cpu_seconds_per_1000_events", per_thousand},
-            {"write_bytes", written},
-            {"write_bytes_per_event",
-             events > 0 ? static_cast<double>(written) / events : 0}};
-  }
-
- private:
-  const int pid_;
-  std::thread thread_;
-  ProcSample first_;
-  ProcSample last_;
-  std::vector<uint64_t> rss_;
-};
-
-double ClientCpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
-         usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
-}
-
 // Memtable bytes of the server: its per-family (tables + memtables) sizes
 // from GetStats, less the table files in its data folder.
 Json MemtableEstimate(const std::shared_ptr<grpc::Channel>& channel,
@@ -472,15 +415,95 @@ Json MemtableEstimate(const std::shared_ptr<grpc::Channel>& channel,
   }
   uint64_t tables = 0;
   std::error_code ec;
-  for (const auto& entry :
-       std::filesystem::directory_iterator(data_dir, ec)) {
+  for (const auto& entry : std::filesystem::directory_iterator(data_dir, ec)) {
     if (entry.path().extension() == ".sst") tables += entry.file_size(ec);
   }
-  return {{"event_count", stats.event_count()},
-          {"family_bytes", families},
-          {"table_bytes", tables},
-          {"memtable_bytes_estimate", families > tables ? families - tables : 0},
-          {"disk_bytes", stats.disk_bytes()}};
+  return {
+      {"event_count", stats.event_count()},
+      {"family_bytes", families},
+      {"table_bytes", tables},
+      {"memtable_bytes_estimate", families > tables ? families - tables : 0},
+      {"disk_bytes", stats.disk_bytes()}};
+}
+
+// Samples the server's RSS during the window, and its CPU and writes at
+// both ends of it. With `memtables`, also pairs an RSS sample with the
+// server's memtable bytes every 500 ms, to compare the two at one moment.
+class ProcessMonitor {
+ public:
+  ProcessMonitor(int pid, int64_t begin_ns, int64_t end_ns,
+                 std::function<uint64_t()> memtables)
+      : pid_(pid), memtables_(std::move(memtables)) {
+    if (pid_ <= 0) return;
+    thread_ = std::thread([this, begin_ns, end_ns] {
+      SleepUntilNs(begin_ns);
+      first_ = SampleProcess(pid_);
+      int64_t next = begin_ns;
+      for (int i = 0; NowNs() < end_ns; ++i) {
+        uint64_t rss = SampleProcess(pid_).rss_bytes;
+        rss_.push_back(rss);
+        if (memtables_ && i % 5 == 0) pairs_.emplace_back(rss, memtables_());
+        next += 100'000'000;
+        SleepUntilNs(std::min(next, end_ns));
+      }
+      last_ = SampleProcess(pid_);
+      rss_.push_back(last_.rss_bytes);
+      if (memtables_) pairs_.emplace_back(last_.rss_bytes, memtables_());
+    });
+  }
+  ~ProcessMonitor() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // REQUIRES: the window has ended.
+  Json Result(uint64_t events) {
+    if (pid_ <= 0) return nullptr;
+    thread_.join();
+    std::vector<uint64_t> rss = rss_;
+    std::sort(rss.begin(), rss.end());
+    double cpu = last_.cpu_seconds - first_.cpu_seconds;
+    uint64_t written = last_.write_bytes - first_.write_bytes;
+    double per_thousand = events > 0 ? cpu / (events / 1000.0) : 0;
+    Json out = {{"pid", pid_},
+                {"rss_max_bytes", rss.empty() ? 0 : rss.back()},
+                {"rss_median_bytes", rss.empty() ? 0 : rss[rss.size() / 2]},
+                {"cpu_seconds", cpu},
+                {"cpu_seconds_per_1000_events", per_thousand},
+                {"write_bytes", written},
+                {"write_bytes_per_event",
+                 events > 0 ? static_cast<double>(written) / events : 0}};
+    // The moment RSS exceeded the memtables by the most.
+    std::pair<uint64_t, uint64_t> worst{0, 0};
+    for (const auto& pair : pairs_) {
+      if (pair.first - std::min(pair.first, pair.second) >
+          worst.first - std::min(worst.first, worst.second)) {
+        worst = pair;
+      }
+    }
+    if (!pairs_.empty()) {
+      out["memory"] = {{"samples", pairs_.size()},
+                       {"rss_bytes", worst.first},
+                       {"memtable_bytes", worst.second}};
+    }
+    return out;
+  }
+
+ private:
+  const int pid_;
+  std::function<uint64_t()> memtables_;
+  std::thread thread_;
+  ProcSample first_;
+  ProcSample last_;
+  std::vector<uint64_t> rss_;
+  // (RSS, memtable bytes) at the same moment.
+  std::vector<std::pair<uint64_t, uint64_t>> pairs_;
+};
+
+double ClientCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+         usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
 }
 
 struct Options {
@@ -546,14 +569,14 @@ void RunClosed(Rpc& rpc, int n, int64_t stop_ns, Recorder& recorder) {
   std::atomic<int> in_flight{0};
   std::function<void()> issue = [&] {
     in_flight.fetch_add(1);
-    bool started = rpc.Start([&](const grpc::Status& status, int64_t sent,
-                                 int64_t ended) {
-      recorder.Record(ended, sent, ended, status);
-      // Start the next one before letting go of this one, so that the
-      // count reaches zero only when the loop is over.
-      if (ended < stop_ns) issue();
-      in_flight.fetch_sub(1);
-    });
+    bool started =
+        rpc.Start([&](const grpc::Status& status, int64_t sent, int64_t ended) {
+          recorder.Record(ended, sent, ended, status);
+          // Start the next one before letting go of this one, so that the
+          // count reaches zero only when the loop is over.
+          if (ended < stop_ns) issue();
+          in_flight.fetch_sub(1);
+        });
     if (!started) in_flight.fetch_sub(1);
   };
   for (int i = 0; i < n; ++i) issue();
@@ -579,11 +602,11 @@ uint64_t RunOpen(Rpc& rpc, double rate, int64_t begin_ns, int64_t stop_ns,
       continue;
     }
     in_flight.fetch_add(1);
-    rpc.Start([&, intended](const grpc::Status& status, int64_t sent,
-                            int64_t ended) {
-      recorder.Record(intended, intended, ended, status);
-      in_flight.fetch_sub(1);
-    });
+    rpc.Start(
+        [&, intended](const grpc::Status& status, int64_t sent, int64_t ended) {
+          recorder.Record(intended, intended, ended, status);
+          in_flight.fetch_sub(1);
+        });
   }
   while (in_flight.load() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -593,22 +616,23 @@ uint64_t RunOpen(Rpc& rpc, double rate, int64_t begin_ns, int64_t stop_ns,
 
 Json Latency(const Histogram& h) {
   auto us = [](uint64_t ns) { return ns / 1000.0; };
-  return {{"p50", us(h.Quantile(0.50))},   {"p90", us(h.Quantile(0.90))},
-          {"p99", us(h.Quantile(0.99))},   {"p999", us(h.Quantile(0.999))},
-          {"max", us(h.max())},            {"min", us(h.min())},
-          {"mean", h.mean() / 1000.0},     {"count", h.count()}};
+  return {{"p50", us(h.Quantile(0.50))}, {"p90", us(h.Quantile(0.90))},
+          {"p99", us(h.Quantile(0.99))}, {"p999", us(h.Quantile(0.999))},
+          {"max", us(h.max())},          {"min", us(h.min())},
+          {"mean", h.mean() / 1000.0},   {"count", h.count()}};
 }
 
 int Main(int argc, char** argv) {
   Options o;
-  CLI::App app{"loadgen: closed- and open-loop gRPC load against authtraild "
-               "or the echo baseline; prints one JSON object"};
+  CLI::App app{
+      "loadgen: closed- and open-loop gRPC load against authtraild "
+      "or the echo baseline; prints one JSON object"};
   app.add_option("--target", o.target, "HOST:PORT")->capture_default_str();
   app.add_option("--mode", o.mode, "closed, open or fill")
       ->check(CLI::IsMember({"closed", "open", "fill"}));
   app.add_option("--rpc", o.rpc, "append, get_connection, list_events, echo")
-      ->check(CLI::IsMember({"append", "get_connection", "list_events",
-                             "echo"}));
+      ->check(
+          CLI::IsMember({"append", "get_connection", "list_events", "echo"}));
   app.add_option("--batch", o.batch, "events per AppendEvents call")
       ->check(CLI::Range(1, 1000));
   app.add_option("--concurrency", o.concurrency, "calls in flight (closed)")
@@ -668,7 +692,15 @@ int Main(int argc, char** argv) {
     end = std::numeric_limits<int64_t>::max() / 2;
   }
   Recorder recorder(begin, end);
-  ProcessMonitor monitor(o.mode == "fill" ? 0 : o.server_pid, begin, end);
+  std::function<uint64_t()> memtables;
+  if (o.stats && !o.data_dir.empty()) {
+    memtables = [&channel, &o]() -> uint64_t {
+      Json m = MemtableEstimate(channel, o.data_dir);
+      return m.value("memtable_bytes_estimate", uint64_t{0});
+    };
+  }
+  ProcessMonitor monitor(o.mode == "fill" ? 0 : o.server_pid, begin, end,
+                         memtables);
   double client_cpu = ClientCpuSeconds();
   int64_t started = NowNs();
   uint64_t shed = 0;
@@ -692,8 +724,7 @@ int Main(int argc, char** argv) {
   out["errors"] = recorder.errors();
   if (recorder.errors() > 0) out["first_error"] = recorder.first_error();
   out["calls_per_second"] = calls_per_second;
-  out["events_per_second"] =
-      calls_per_second * rpc->events_per_call();
+  out["events_per_second"] = calls_per_second * rpc->events_per_call();
   out["latency_us"] = Latency(h);
   out["sizes"] = rpc->Sizes();
   out["client_cpu_seconds"] = client_cpu;

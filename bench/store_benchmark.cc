@@ -9,6 +9,7 @@
 // benchmark workload (default 100000), unsynced, then reopened with sync
 // on. Run with --benchmark_repetitions=N for medians.
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -18,7 +19,6 @@
 #include <mutex>
 #include <random>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -37,8 +37,7 @@ constexpr uint64_t kHeavyPatients = 50;
 
 uint64_t EnvNumber(const char* name, uint64_t fallback) {
   const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10)
-                                    : fallback;
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
 }
 
 // The shared pre-filled store, opened on first use, closed at exit.
@@ -188,9 +187,8 @@ void BM_ListEvents(benchmark::State& state) {
     returned += page->events.size();
   }
   state.SetItemsProcessed(static_cast<int64_t>(returned));
-  state.counters["events_per_page"] =
-      benchmark::Counter(static_cast<double>(returned) /
-                         std::max<int64_t>(1, state.iterations()));
+  state.counters["events_per_page"] = benchmark::Counter(
+      static_cast<double>(returned) / std::max<int64_t>(1, state.iterations()));
 }
 BENCHMARK(BM_ListEvents);
 
@@ -215,8 +213,8 @@ const Streams& ReducerStreams() {
     std::map<std::string, size_t> connections;
     std::map<std::string, size_t> sessions;
     auto recorded_at = storage::ToProtoTime(absl::Now());
-    for (uint64_t position = 1; workload.patients_done() < 2000 ||
-                                !workload.at_patient_boundary();
+    for (uint64_t position = 1;
+         workload.patients_done() < 2000 || !workload.at_patient_boundary();
          ++position) {
       RecordedEvent e;
       e.set_position(position);
@@ -287,8 +285,10 @@ void BM_Rebuild(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<int64_t>(replayed));
 }
-BENCHMARK(BM_Rebuild)->Iterations(1)->UseRealTime()->Unit(
-    benchmark::kMillisecond);
+BENCHMARK(BM_Rebuild)
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace authtrail::bench

@@ -84,13 +84,12 @@ constexpr FailureKind kFailures[] = {
     {authtrail::v1::STEP_CONSENT, authtrail::v1::OUTCOME_DENIED,
      "access_denied", "The patient declined to share records", 0, 35},
     {authtrail::v1::STEP_OAUTH_CALLBACK, authtrail::v1::OUTCOME_FAILED,
-     "state_expired", "Callback state is older than the session window", 0,
-     25},
+     "state_expired", "Callback state is older than the session window", 0, 25},
     {authtrail::v1::STEP_TOKEN_EXCHANGE, authtrail::v1::OUTCOME_FAILED,
      "invalid_grant", "Authorization code expired or already used", 400, 25},
     // Abandoned after the portal: no failure event at all.
-    {authtrail::v1::STEP_SIGN_IN, authtrail::v1::OUTCOME_UNSPECIFIED, "", "",
-     0, 15},
+    {authtrail::v1::STEP_SIGN_IN, authtrail::v1::OUTCOME_UNSPECIFIED, "", "", 0,
+     15},
 };
 
 }  // namespace
@@ -123,8 +122,7 @@ std::string Workload::RandomId(const char* prefix, int hex_digits) {
   std::string out = prefix;
   while (hex_digits > 0) {
     int n = std::min(hex_digits, 16);
-    absl::StrAppend(&out, absl::StrFormat("%0*x", n,
-                                          rng_() >> (64 - 4 * n)));
+    absl::StrAppend(&out, absl::StrFormat("%0*x", n, rng_() >> (64 - 4 * n)));
     hex_digits -= n;
   }
   return out;
@@ -135,10 +133,9 @@ std::string Workload::Uuid() {
   // so that runs with different seeds never collide.
   uint64_t hi = Mix(options_.seed, rng_() ^ counter_);
   uint64_t lo = Mix(options_.seed + 1, counter_++);
-  return absl::StrFormat("%08x-%04x-4%03x-%04x-%012x", hi >> 32,
-                         (hi >> 16) & 0xffff, hi & 0xfff,
-                         0x8000 | ((lo >> 48) & 0x3fff),
-                         lo & 0xffffffffffffULL);
+  return absl::StrFormat(
+      "%08x-%04x-4%03x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0xfff,
+      0x8000 | ((lo >> 48) & 0x3fff), lo & 0xffffffffffffULL);
 }
 
 AuthEvent Workload::Next() {
@@ -179,10 +176,9 @@ AuthEvent Workload::RefreshOfExisting() {
 }
 
 void Workload::GeneratePatient(uint64_t patient) {
-  absl::Time at =
-      options_.start +
-      options_.step_per_patient *
-          static_cast<double>(patient - options_.first_patient);
+  absl::Time at = options_.start +
+                  options_.step_per_patient *
+                      static_cast<double>(patient - options_.first_patient);
   for (int k = 0; k < ConnectionsOf(patient); ++k) {
     GenerateConnection(patient, k, &at);
   }
@@ -274,8 +270,7 @@ void Workload::GenerateConnection(uint64_t patient, int connection,
   if (heavy) refreshes += kHeavyRefreshEvents / 2;
   for (int i = 0; i < refreshes; ++i) {
     *at += heavy ? seconds(3600, 7200) : seconds(6 * 3600, 24 * 3600);
-    emit("", authtrail::v1::STEP_TOKEN_REFRESH,
-         authtrail::v1::OUTCOME_STARTED);
+    emit("", authtrail::v1::STEP_TOKEN_REFRESH, authtrail::v1::OUTCOME_STARTED);
     *at += seconds(1, 2);
     if (std::uniform_int_distribution<int>(0, 9)(rng_) == 0) {
       AuthEvent* e = emit("", authtrail::v1::STEP_TOKEN_REFRESH,
