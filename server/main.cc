@@ -1,5 +1,7 @@
 // authtraild: the authtrail server. With no flags it keeps its data in
 // ./authtrail-data and listens on 127.0.0.1:50151.
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -78,6 +80,10 @@ int RunOffline(const authtrail::storage::StoreOptions& options, bool rebuild) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc's defaults keep the memory of flushed memtables in per-thread
+  // arenas: two arenas and mmap for large blocks give it back.
+  mallopt(M_ARENA_MAX, 2);
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   authtrail::services::ServerOptions options;
   options.store.data_dir = "authtrail-data";
   options.metrics_listen = "127.0.0.1:50152";
