@@ -215,8 +215,7 @@ void CheckLedger(Daemon& daemon, Ledger& ledger, bool full = true) {
     ASSERT_TRUE(daemon.admin().StartVerify(&context, request, &op).ok());
   }
   // Up to 5 minutes: the log grows with every round of a long run.
-  for (int i = 0; i < 15000 && op.state() == v1::OPERATION_STATE_RUNNING;
-       ++i) {
+  for (int i = 0; i < 15000 && op.state() == v1::OPERATION_STATE_RUNNING; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     grpc::ClientContext context;
     v1::GetOperationRequest get;
