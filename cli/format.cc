@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
+#include "storage/proto_time.h"
 
 namespace authtrail::cli {
 namespace {
@@ -58,17 +59,11 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& timestamp) {
 }
 
 google::protobuf::Timestamp ToTimestamp(absl::Time time) {
-  const int64_t seconds = absl::ToUnixSeconds(time);
-  google::protobuf::Timestamp timestamp;
-  timestamp.set_seconds(seconds);
-  timestamp.set_nanos(static_cast<int32_t>(
-      absl::ToInt64Nanoseconds(time - absl::FromUnixSeconds(seconds))));
-  return timestamp;
+  return storage::ToProtoTime(time);
 }
 
 absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
-  return absl::FromUnixSeconds(timestamp.seconds()) +
-         absl::Nanoseconds(timestamp.nanos());
+  return storage::FromProtoTime(timestamp);
 }
 
 absl::StatusOr<absl::Time> ParseTimeArg(absl::string_view text,

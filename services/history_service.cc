@@ -6,22 +6,15 @@
 #include "services/page_token.h"
 #include "services/status_util.h"
 #include "services/validation.h"
+#include "storage/proto_time.h"
 
 namespace authtrail::services {
 namespace {
 
 using google::protobuf::Timestamp;
 
-bool Before(const Timestamp& a, const Timestamp& b) {
-  return std::pair(a.seconds(), a.nanos()) < std::pair(b.seconds(), b.nanos());
-}
-
 absl::Duration ToDuration(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-absl::Time ToTime(const Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
 // Checks a timeline request and turns it into a store query.
@@ -57,10 +50,11 @@ grpc::Status TimelineQueryOf(
 
   query->start = request.start_time();
   query->end = request.end_time();
-  absl::Duration span = ToTime(query->end) - ToTime(query->start);
+  absl::Duration span =
+      storage::FromProtoTime(query->end) - storage::FromProtoTime(query->start);
   query->bucket =
       request.has_bucket() ? ToDuration(request.bucket()) : absl::Hours(1);
-  if (!Before(query->start, query->end)) {
+  if (!storage::TimeBefore(query->start, query->end)) {
     v.push_back({"end_time", "must be after start_time"});
   } else if (span > Limits::kMaxTimelineSpan) {
     v.push_back(

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "services/log.h"
+#include "storage/proto_time.h"
 #include "storage/store_internal.h"
 
 namespace authtrail::services {

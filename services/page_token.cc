@@ -63,12 +63,14 @@ absl::StatusOr<storage::Cursor> DecodePageToken(
         "page_token was issued for a different filter or time range; keep "
         "every field but page_size unchanged while paging");
   }
-  std::string_view rest = std::string_view(raw).substr(13);
-  storage::Cursor cursor;
-  cursor.time.set_seconds(
-      static_cast<int64_t>(ReadBigEndian(rest, 8) ^ (uint64_t{1} << 63)));
-  cursor.time.set_nanos(static_cast<int32_t>(ReadBigEndian(rest.substr(8), 4)));
-  cursor.position = ReadBigEndian(rest.substr(12), 8);
+  // Time and position are laid out as in an index key suffix.
+  std::optional<storage::IndexEntry> entry =
+      storage::DecodeIndexSuffix(std::string_view(raw).substr(0, 13), raw);
+  if (!entry.has_value()) {
+    return absl::InvalidArgumentError(
+        "page_token is not a token this server issued");
+  }
+  storage::Cursor cursor{entry->time, entry->position};
   return cursor;
 }
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -59,10 +59,17 @@ void LogCall(const char* rpc, const grpc::Status& status,
 }
 
 std::string CodeName(grpc::StatusCode code) {
-  std::string name =
-      absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-  for (char& c : name) c = (c == ' ') ? '_' : absl::ascii_toupper(c);
-  return name;
+  // Built once: this runs for every call.
+  static const auto* const kNames = [] {
+    auto* names = new std::vector<std::string>();
+    for (int c = 0; c <= grpc::StatusCode::UNAUTHENTICATED; ++c) {
+      names->push_back(
+          absl::StatusCodeToString(static_cast<absl::StatusCode>(c)));
+    }
+    return names;
+  }();
+  size_t index = static_cast<size_t>(code);
+  return index < kNames->size() ? (*kNames)[index] : "UNKNOWN";
 }
 
 grpc::Status CheckAlive(grpc::CallbackServerContext* context) {

@@ -165,24 +165,6 @@ absl::Status DecodeLogValue(std::string_view value, uint64_t position,
   return absl::OkStatus();
 }
 
-absl::Time FromProtoTime(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
-
-google::protobuf::Timestamp ToProtoTime(absl::Time time) {
-  google::protobuf::Timestamp ts;
-  int64_t nanos = absl::ToUnixNanos(time);
-  int64_t seconds = nanos / 1'000'000'000;
-  int64_t rest = nanos % 1'000'000'000;
-  if (rest < 0) {
-    rest += 1'000'000'000;
-    --seconds;
-  }
-  ts.set_seconds(seconds);
-  ts.set_nanos(static_cast<int32_t>(rest));
-  return ts;
-}
-
 absl::Status FromRocks(const rocksdb::Status& status) {
   if (status.ok()) return absl::OkStatus();
   std::string message = status.ToString();

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "storage/failure_catalog.h"
+#include "storage/proto_time.h"
 
 namespace authtrail::storage {
 namespace {
@@ -20,15 +21,6 @@ using authtrail::v1::Step;
 using google::protobuf::Timestamp;
 
 constexpr int kAttemptSteps = 5;
-
-absl::Time ToTime(const Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
-
-bool TimeBefore(const Timestamp& a, const Timestamp& b) {
-  if (a.seconds() != b.seconds()) return a.seconds() < b.seconds();
-  return a.nanos() < b.nanos();
-}
 
 // Keeps the earlier of `*slot` and `candidate` (by time order).
 void KeepEarliest(const RecordedEvent& event, const OrderKey& key,
@@ -224,7 +216,8 @@ std::string StateSummary(const Connection& view) {
 }  // namespace
 
 bool IsFutureDated(const Timestamp& occurred_at, const Timestamp& recorded_at) {
-  return ToTime(occurred_at) > ToTime(recorded_at) + kFutureTolerance;
+  return FromProtoTime(occurred_at) >
+         FromProtoTime(recorded_at) + kFutureTolerance;
 }
 
 OrderKey OrderKeyOf(const RecordedEvent& event) {
@@ -390,12 +383,13 @@ Connection ViewConnection(const ConnectionRecord& record,
                           const ReadPolicy& policy) {
   Connection view = record.view();
   if (view.state() == authtrail::v1::CONNECTION_STATE_AUTHORIZING &&
-      policy.now - ToTime(record.attempt_last_at()) > policy.stall_window) {
+      policy.now - FromProtoTime(record.attempt_last_at()) >
+          policy.stall_window) {
     view.set_state(authtrail::v1::CONNECTION_STATE_ABANDONED);
   }
   if (record.has_open_refresh()) {
-    bool within =
-        policy.now - ToTime(record.open_refresh_at()) <= policy.stall_window;
+    bool within = policy.now - FromProtoTime(record.open_refresh_at()) <=
+                  policy.stall_window;
     view.set_refresh_pending(within);
     view.set_refresh_outcome_unknown(!within);
   }
@@ -410,8 +404,9 @@ class SessionReader {
  public:
   SessionReader(const SessionRecord& record, const ReadPolicy& policy)
       : record_(record), policy_(policy) {
-    silent_ = record.has_last() &&
-              policy.now - ToTime(record.last().time()) > policy.stall_window;
+    silent_ =
+        record.has_last() &&
+        policy.now - FromProtoTime(record.last().time()) > policy.stall_window;
   }
 
   bool Silent() const { return silent_; }

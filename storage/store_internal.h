@@ -10,6 +10,7 @@
 #include "google/protobuf/message_lite.h"
 #include "rocksdb/db.h"
 #include "storage/event_store.h"
+#include "storage/proto_time.h"
 
 namespace authtrail::storage {
 
@@ -80,9 +81,6 @@ absl::Status DecodeLogValue(std::string_view value, uint64_t position,
                             authtrail::v1::RecordedEvent* event,
                             std::string* hash = nullptr);
 
-// google::protobuf::Timestamp <-> absl::Time.
-absl::Time FromProtoTime(const google::protobuf::Timestamp& ts);
-google::protobuf::Timestamp ToProtoTime(absl::Time time);
 
 }  // namespace authtrail::storage
 

@@ -2,17 +2,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "storage/proto_time.h"
 
 namespace authtrail::testing {
 
 using authtrail::v1::AuthEvent;
 
 google::protobuf::Timestamp Ts(absl::Time time) {
-  google::protobuf::Timestamp ts;
-  int64_t nanos = absl::ToUnixNanos(time);
-  ts.set_seconds(nanos / 1'000'000'000);
-  ts.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
-  return ts;
+  return storage::ToProtoTime(time);
 }
 
 Event::Event(std::string event_id) {
