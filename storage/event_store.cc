@@ -16,7 +16,6 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
-#include "rocksdb/utilities/write_batch_with_index.h"
 #include "storage/keys.h"
 #include "storage/projection_writer.h"
 #include "storage/reducers.h"
@@ -343,7 +342,11 @@ EventStore::EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
       other_handles_(std::move(other_handles)),
       cols_(std::move(columns)),
       head_position_(head),
-      head_hash_(std::move(head_hash)) {
+      head_hash_(std::move(head_hash)),
+      next_position_(head + 1),
+      next_chain_(head_hash_),
+      projection_state_(std::make_unique<ProjectionState>()) {
+  committer_ = std::thread([this] { CommitterLoop(); });
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -368,6 +371,12 @@ void EventStore::Shutdown() {
   }
   work_ready_.notify_all();
   if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard<std::mutex> lock(commit_mu_);
+    commit_stop_ = true;
+  }
+  commit_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
 }
 
 // ---------------------------------------------------------------------------
@@ -409,6 +418,10 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::AppendAndWait(
   return future.get();
 }
 
+// Carried projection state above this many entries is dropped between
+// groups (it is only a cache of what the database holds).
+constexpr size_t kMaxCarriedEntries = 200'000;
+
 void EventStore::WriterLoop() {
   while (true) {
     std::vector<std::unique_ptr<PendingAppend>> group;
@@ -416,7 +429,7 @@ void EventStore::WriterLoop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left to commit
+      if (queue_.empty()) break;  // stopping, and nothing left to commit
       if (queue_.front()->task) {
         task = std::move(queue_.front());
         queue_.pop_front();
@@ -432,11 +445,35 @@ void EventStore::WriterLoop() {
       }
     }
     if (task != nullptr) {
+      // A task sees every acknowledged group on disk and may switch the
+      // families the carried state describes.
+      ResetWriterState();
       task->task();
+      ResetWriterState();
     } else {
-      CommitGroup(group);
+      PrepareGroup(group);
+      if (projection_state_->size() > kMaxCarriedEntries) ResetWriterState();
     }
   }
+  Drain();
+}
+
+void EventStore::Drain() {
+  std::unique_lock<std::mutex> lock(commit_mu_);
+  commit_cv_.wait(lock, [this] { return committing_ == nullptr; });
+}
+
+void EventStore::ResetWriterState() {
+  Drain();
+  {
+    std::lock_guard<std::mutex> lock(commit_mu_);
+    commit_failed_ = false;
+  }
+  projection_state_->Clear();
+  inflight_ids_.clear();
+  std::lock_guard<std::mutex> lock(head_mu_);
+  next_position_ = head_position_.load() + 1;
+  next_chain_ = head_hash_;
 }
 
 absl::Status EventStore::RunOnWriter(std::function<absl::Status()> task) {
@@ -454,28 +491,36 @@ absl::Status EventStore::RunOnWriter(std::function<absl::Status()> task) {
 }
 
 // Builds the write batch of one group: log records, id index, secondary
-// indexes and projection updates. Projection reads go through the batch,
-// so two events of one connection in one group see each other.
+// indexes and projection updates. Projection state is read through the
+// writer's carried state, so a group sees what the groups before it wrote
+// even while the newest of them is still being written.
 class EventStore::GroupCommit {
  public:
-  GroupCommit(EventStore* store, uint64_t next_position, std::string chain,
-              absl::Time now)
+  GroupCommit(EventStore* store, absl::Time now)
       : store_(store),
         cols_(store->Cols()),
         cf_(*cols_),
-        batch_(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
-        next_position_(next_position),
-        chain_(std::move(chain)),
+        projections_(store->db_.get(), cf_, &batch_,
+                     store->projection_state_.get()),
+        next_position_(store->next_position_),
+        chain_(store->next_chain_),
         recorded_at_(ToProtoTime(now)) {}
 
   // Adds one request to the group, or refuses it whole without adding
-  // anything.
+  // anything. A refusal that leaves the group half-written (a failed read
+  // of the database) is also kept in broken().
   absl::StatusOr<std::vector<AppendOutcome>> Add(
       const std::vector<AuthEvent>& events);
+  // Finishes the batch; after an error the whole group is void.
+  absl::Status Finish();
 
+  const absl::Status& broken() const { return broken_; }
   uint64_t next_position() const { return next_position_; }
   const std::string& chain() const { return chain_; }
-  rocksdb::WriteBatch* batch() { return batch_.GetWriteBatch(); }
+  rocksdb::WriteBatch& batch() { return batch_; }
+  std::unordered_map<std::string, std::pair<uint64_t, std::string>>& written() {
+    return written_;
+  }
 
  private:
   // What to do with one event of a request.
@@ -490,18 +535,20 @@ class EventStore::GroupCommit {
   absl::StatusOr<std::optional<uint64_t>> Lookup(const std::string& event_id,
                                                  const std::string& bytes);
   absl::Status Write(const AuthEvent& event, const std::string& bytes,
-                     uint64_t position, ProjectionWriter& projections);
+                     uint64_t position);
 
   EventStore* store_;
   std::shared_ptr<const Columns> cols_;
   const Columns& cf_;
-  rocksdb::WriteBatchWithIndex batch_;
+  rocksdb::WriteBatch batch_;
+  ProjectionWriter projections_;
   uint64_t next_position_;
   // Chain hash of the newest record in the group (or before it).
   std::string chain_;
   google::protobuf::Timestamp recorded_at_;
   // Event ids written by this group: position and stable bytes.
   std::unordered_map<std::string, std::pair<uint64_t, std::string>> written_;
+  absl::Status broken_;
 };
 
 absl::StatusOr<std::optional<uint64_t>> EventStore::GroupCommit::Lookup(
@@ -511,9 +558,11 @@ absl::StatusOr<std::optional<uint64_t>> EventStore::GroupCommit::Lookup(
         absl::StrCat("event_id \"", event_id,
                      "\" was already appended with different content"));
   };
-  if (auto it = written_.find(event_id); it != written_.end()) {
-    if (it->second.second != bytes) return conflict();
-    return std::optional<uint64_t>(it->second.first);
+  for (const auto* recent : {&written_, &store_->inflight_ids_}) {
+    if (auto it = recent->find(event_id); it != recent->end()) {
+      if (it->second.second != bytes) return conflict();
+      return std::optional<uint64_t>(it->second.first);
+    }
   }
   std::string value;
   rocksdb::Status s =
@@ -561,23 +610,10 @@ absl::Status EventStore::GroupCommit::Resolve(
 
 absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
     const std::vector<AuthEvent>& events) {
+  if (!broken_.ok()) return broken_;
   std::vector<Plan> plans;
   if (absl::Status s = Resolve(events, &plans); !s.ok()) return s;
 
-  batch_.SetSavePoint();
-  uint64_t first_position = next_position_;
-  std::string first_chain = chain_;
-  std::vector<const std::string*> new_ids;
-  // Undoes this request only; the rest of the group stands.
-  auto undo = [&](absl::Status cause) {
-    rocksdb::Status rolled_back = batch_.RollbackToSavePoint();
-    (void)rolled_back;  // only fails without a save point, set above
-    for (const std::string* id : new_ids) written_.erase(*id);
-    next_position_ = first_position;
-    chain_ = first_chain;
-    return cause;
-  };
-  ProjectionWriter projections(store_->db_.get(), cf_, &batch_);
   std::vector<AppendOutcome> outcomes(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
     const Plan& plan = plans[i];
@@ -587,21 +623,25 @@ absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
       outcomes[i] = {*plan.stored, true};
     } else {
       uint64_t position = next_position_;
-      absl::Status s = Write(events[i], plan.bytes, position, projections);
-      if (!s.ok()) return undo(s);
+      if (absl::Status s = Write(events[i], plan.bytes, position); !s.ok()) {
+        broken_ = s;
+        return s;
+      }
       ++next_position_;
-      new_ids.push_back(&events[i].event_id());
       outcomes[i] = {position, false};
     }
   }
-  if (absl::Status s = projections.Finish(); !s.ok()) return undo(s);
   return outcomes;
+}
+
+absl::Status EventStore::GroupCommit::Finish() {
+  if (broken_.ok()) broken_ = projections_.Finish();
+  return broken_;
 }
 
 absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
                                             const std::string& bytes,
-                                            uint64_t position,
-                                            ProjectionWriter& projections) {
+                                            uint64_t position) {
   RecordedEvent recorded;
   recorded.set_position(position);
   *recorded.mutable_recorded_at() = recorded_at_;
@@ -609,54 +649,126 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
   recorded.set_future_dated(IsFutureDated(event.occurred_at(), recorded_at_));
 
   std::string log_key = LogKey(position);
-  auto put = [this](rocksdb::ColumnFamilyHandle* cf, const std::string& key,
-                    const std::string& value) {
-    return FromRocks(batch_.Put(cf, key, value));
-  };
   std::string record = SerializeStable(recorded);
   chain_ = ChainHash(chain_, position, record);
-  if (absl::Status s = put(cf_.log, log_key, EncodeLogValue(chain_, record));
+  if (absl::Status s = FromRocks(
+          batch_.Put(cf_.log, log_key, EncodeLogValue(chain_, record)));
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = put(cf_.event_ids, event.event_id(), log_key); !s.ok()) {
+  if (absl::Status s =
+          FromRocks(batch_.Put(cf_.event_ids, event.event_id(), log_key));
+      !s.ok()) {
     return s;
   }
   written_[event.event_id()] = {position, bytes};
-  return projections.Apply(recorded);
+  return projections_.Apply(recorded);
 }
 
-// TODO(pipelining): one thread prepares a group and then waits for its
-// fsync; with a slow disk (4 ms here) the CPU work of the next group could
-// overlap that wait, raising single-event throughput at high concurrency.
-void EventStore::CommitGroup(
-    std::vector<std::unique_ptr<PendingAppend>>& group) {
-  GroupCommit commit(this, head_position_.load() + 1, HeadHash(), Now());
+// A group ready to be written, and the answers owed once it is.
+struct EventStore::PreparedGroup {
+  rocksdb::WriteBatch batch;
+  std::vector<std::unique_ptr<PendingAppend>> appends;
   std::vector<absl::StatusOr<std::vector<AppendOutcome>>> results;
-  results.reserve(group.size());
-  for (const auto& pending : group) {
-    results.push_back(commit.Add(pending->events));
-  }
+  uint64_t first_position = 0;
+  uint64_t last_position = 0;  // first_position - 1 when it adds nothing
+  std::string chain;
 
-  rocksdb::WriteOptions write;
-  write.sync = options_.sync;
-  absl::Time write_started = absl::Now();
-  rocksdb::Status s = db_->Write(write, commit.batch());
-  if (s.ok() && options_.on_group_commit) {
-    options_.on_group_commit(commit.next_position() - 1 - head_position_.load(),
-                             absl::Now() - write_started);
-  }
-  if (s.ok()) {
-    std::lock_guard<std::mutex> lock(head_mu_);
-    head_hash_ = commit.chain();
-    head_position_.store(commit.next_position() - 1);
-  }
-  for (size_t i = 0; i < group.size(); ++i) {
-    if (!s.ok() && results[i].ok()) {
-      results[i] = absl::UnavailableError(
-          absl::StrCat("the write failed; nothing was stored: ", s.ToString()));
+  void Answer(const absl::Status& failure) {
+    for (size_t i = 0; i < appends.size(); ++i) {
+      if (!failure.ok() && results[i].ok()) results[i] = failure;
+      appends[i]->done(std::move(results[i]));
     }
-    group[i]->done(std::move(results[i]));
+  }
+};
+
+void EventStore::PrepareGroup(
+    std::vector<std::unique_ptr<PendingAppend>>& group) {
+  bool failed_before = false;
+  {
+    std::lock_guard<std::mutex> lock(commit_mu_);
+    failed_before = commit_failed_ && committing_ == nullptr;
+  }
+  if (failed_before) ResetWriterState();
+
+  auto prepared = std::make_unique<PreparedGroup>();
+  prepared->first_position = next_position_;
+  GroupCommit commit(this, Now());
+  prepared->results.reserve(group.size());
+  for (const auto& pending : group) {
+    prepared->results.push_back(commit.Add(pending->events));
+  }
+  prepared->appends = std::move(group);
+  if (absl::Status s = commit.Finish(); !s.ok()) {
+    // Nothing of this group is written; what it changed in the carried
+    // state is forgotten.
+    prepared->Answer(absl::Status(
+        s.code(), absl::StrCat("nothing was stored: ", s.message())));
+    ResetWriterState();
+    return;
+  }
+  prepared->batch = std::move(commit.batch());
+  prepared->last_position = commit.next_position() - 1;
+  prepared->chain = commit.chain();
+
+  std::unique_lock<std::mutex> lock(commit_mu_);
+  commit_cv_.wait(lock, [this] { return committing_ == nullptr; });
+  if (commit_failed_) {
+    // The group before this one did not reach the disk, and this one was
+    // built on top of it.
+    lock.unlock();
+    prepared->Answer(
+        absl::UnavailableError("an earlier write failed; nothing was stored"));
+    ResetWriterState();
+    return;
+  }
+  next_position_ = prepared->last_position + 1;
+  next_chain_ = prepared->chain;
+  inflight_ids_ = std::move(commit.written());
+  committing_ = std::move(prepared);
+  lock.unlock();
+  commit_cv_.notify_all();
+}
+
+void EventStore::CommitterLoop() {
+  while (true) {
+    PreparedGroup* group = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(commit_mu_);
+      commit_cv_.wait(
+          lock, [this] { return committing_ != nullptr || commit_stop_; });
+      if (committing_ == nullptr) return;
+      group = committing_.get();
+    }
+    rocksdb::WriteOptions write;
+    write.sync = options_.sync;
+    absl::Time write_started = absl::Now();
+    rocksdb::Status s = db_->Write(write, &group->batch);
+    if (s.ok()) {
+      if (options_.on_group_commit) {
+        options_.on_group_commit(
+            group->last_position + 1 - group->first_position,
+            absl::Now() - write_started);
+      }
+      std::lock_guard<std::mutex> lock(head_mu_);
+      if (group->last_position >= group->first_position) {
+        head_hash_ = group->chain;
+        head_position_.store(group->last_position);
+      }
+    }
+    std::unique_ptr<PreparedGroup> done;
+    {
+      std::lock_guard<std::mutex> lock(commit_mu_);
+      done = std::move(committing_);
+      if (!s.ok()) commit_failed_ = true;
+    }
+    commit_cv_.notify_all();
+    // Answered after the slot is freed, so that the writer can hand over
+    // the next group meanwhile.
+    done->Answer(
+        s.ok() ? absl::OkStatus()
+               : absl::UnavailableError(absl::StrCat(
+                     "the write failed; nothing was stored: ", s.ToString())));
   }
 }
 

@@ -21,6 +21,8 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,7 +51,7 @@ struct StoreOptions {
   size_t block_cache_bytes = size_t{64} << 20;
   // Abandonment and pending bounds, applied when reading.
   absl::Duration stall_window = absl::Minutes(30);
-  // Called on the writer thread after each group commit's synced write
+  // Called on the commit thread after each group commit's synced write
   // with the events written and how long the write took.
   std::function<void(size_t events, absl::Duration write_time)> on_group_commit;
   // Source of the recorded_at clock; tests replace it.
@@ -108,6 +110,7 @@ struct TimelineQuery {
 };
 
 struct Columns;
+class ProjectionState;
 
 // Progress of a long operation: events done out of a total that may grow
 // while appends go on. Called from the operation's thread.
@@ -233,6 +236,7 @@ class EventStore {
  private:
   struct PendingAppend;
   class GroupCommit;
+  struct PreparedGroup;
 
   EventStore(StoreOptions options, std::unique_ptr<rocksdb::DB> db,
              std::vector<rocksdb::ColumnFamilyHandle*> other_handles,
@@ -252,8 +256,18 @@ class EventStore {
       const std::function<std::string(const char*)>& name_of);
   absl::Status DropDerived(const Columns& columns);
 
+  // Appends go through two threads: the writer builds the write batch of
+  // a group (ids, log records, projections) while the committer writes and
+  // syncs the one before it, then answers its callers.
   void WriterLoop();
-  void CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
+  void PrepareGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
+  void CommitterLoop();
+  // Waits until the committer has written every group handed to it.
+  void Drain();
+  // Forgets the writer's carried state and starts again from the durable
+  // head: after a failed write, a switch of families, or to bound memory.
+  // REQUIRES: on the writer thread.
+  void ResetWriterState();
   absl::Time Now() const { return options_.clock(); }
 
   const StoreOptions options_;
@@ -289,6 +303,24 @@ class EventStore {
   size_t queued_events_ = 0;                          // guarded by mu_
   bool stopping_ = false;                             // guarded by mu_
   std::thread writer_;
+
+  // Owned by the writer thread: where the next group starts, the decoded
+  // projection state carried between groups, and the event ids of the
+  // group the committer may still be writing (position, stable bytes).
+  uint64_t next_position_;
+  std::string next_chain_;
+  std::unique_ptr<ProjectionState> projection_state_;
+  std::unordered_map<std::string, std::pair<uint64_t, std::string>>
+      inflight_ids_;
+
+  std::mutex commit_mu_;
+  std::condition_variable commit_cv_;
+  // The group being written; null when the committer is idle.
+  std::unique_ptr<PreparedGroup> committing_;  // guarded by commit_mu_
+  // The last write failed: what the writer carries is not on disk.
+  bool commit_failed_ = false;  // guarded by commit_mu_
+  bool commit_stop_ = false;    // guarded by commit_mu_
+  std::thread committer_;
 };
 
 // Converts a RocksDB status to the nearest absl::Status.

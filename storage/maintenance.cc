@@ -18,6 +18,8 @@ using authtrail::v1::RecordedEvent;
 
 // Events replayed per write batch.
 constexpr size_t kReplayChunk = 2000;
+// Decoded records a replay keeps between chunks, at most.
+constexpr size_t kReplayCarriedEntries = 200'000;
 // A rebuild pauses appends only for the last stretch of at most this many
 // events.
 constexpr uint64_t kCatchUpEvents = 5000;
@@ -108,13 +110,17 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
   write.disableWAL = !durable;
   write.sync = durable && options_.sync;
   uint64_t expected = from;
+  // Records of busy connections stay decoded from one chunk to the next;
+  // every chunk is written before the next one reads.
+  ProjectionState state;
   it->SeekToFirst();
   while (it->Valid()) {
     if (maintenance_cancelled_.load()) {
       return absl::CancelledError("the replay was cancelled (shutdown)");
     }
+    if (state.size() > kReplayCarriedEntries) state.Clear();
     rocksdb::WriteBatch batch;
-    ProjectionWriter writer(db_.get(), target, &batch);
+    ProjectionWriter writer(db_.get(), target, &batch, &state);
     size_t n = 0;
     for (; it->Valid() && n < kReplayChunk; it->Next(), ++n, ++expected) {
       std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());

@@ -45,6 +45,26 @@ int64_t MinuteOf(const google::protobuf::Timestamp& ts) {
   return s >= 0 ? s / 60 : -((-s + 59) / 60);
 }
 
+// Decoding of stored values; false when malformed.
+bool Decode(const std::string& bytes, uint64_t* counter) {
+  *counter = bytes.empty() ? 0 : GetFixed64(bytes).value_or(0);
+  return bytes.empty() || GetFixed64(bytes).has_value();
+}
+template <typename Record>
+bool Decode(const std::string& bytes, Record* record) {
+  return record->ParseFromString(bytes);
+}
+
+std::string Encode(uint64_t counter) {
+  std::string out;
+  PutFixed64(&out, counter);
+  return out;
+}
+template <typename Record>
+std::string Encode(const Record& record) {
+  return SerializeStable(record);
+}
+
 }  // namespace
 
 absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded) {
@@ -53,80 +73,66 @@ absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded) {
   return CountFailure(recorded);
 }
 
-absl::StatusOr<std::string> ProjectionWriter::Get(
-    rocksdb::ColumnFamilyHandle* cf, const std::string& key) {
-  std::string value;
-  rocksdb::Status s = indexed_ != nullptr
-                          ? indexed_->GetFromBatchAndDB(
-                                db_, rocksdb::ReadOptions(), cf, key, &value)
-                          : db_->Get(rocksdb::ReadOptions(), cf, key, &value);
-  if (s.IsNotFound()) return std::string();
-  if (!s.ok()) return FromRocks(s);
-  return value;
-}
-
 absl::Status ProjectionWriter::Put(rocksdb::ColumnFamilyHandle* cf,
                                    const std::string& key,
                                    const std::string& value) {
-  return FromRocks(indexed_ != nullptr ? indexed_->Put(cf, key, value)
-                                       : plain_->Put(cf, key, value));
+  return FromRocks(batch_->Put(cf, key, value));
+}
+
+template <typename Value>
+absl::StatusOr<Value*> ProjectionWriter::Load(
+    rocksdb::ColumnFamilyHandle* cf, const std::string& key,
+    std::unordered_map<std::string, ProjectionState::Entry<Value>>* entries,
+    Changed<Value>* changed, bool* created) {
+  *created = false;
+  auto it = entries->find(key);
+  if (it == entries->end()) {
+    std::string bytes;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, key, &bytes);
+    if (!s.ok() && !s.IsNotFound()) return FromRocks(s);
+    ProjectionState::Entry<Value> entry;
+    if (!Decode(bytes, &entry.value)) {
+      return absl::DataLossError(
+          absl::StrCat("malformed value in ", cf->GetName()));
+    }
+    *created = bytes.empty();
+    it = entries->emplace(key, std::move(entry)).first;
+  }
+  if (!it->second.dirty) {
+    it->second.dirty = true;
+    changed->emplace_back(&it->first, &it->second);
+  }
+  return &it->second.value;
 }
 
 absl::Status ProjectionWriter::Increment(rocksdb::ColumnFamilyHandle* cf,
                                          const std::string& key) {
-  auto& counters =
-      cf == cf_.timeline ? timeline_counters_ : connection_counters_;
-  auto it = counters.find(key);
-  if (it == counters.end()) {
-    absl::StatusOr<std::string> value = Get(cf, key);
-    if (!value.ok()) return value.status();
-    it = counters.emplace(key, GetFixed64(*value).value_or(0)).first;
-  }
-  ++it->second;
+  bool timeline = cf == cf_.timeline;
+  bool created = false;
+  absl::StatusOr<uint64_t*> counter =
+      timeline ? Load(cf, key, &state_->timeline_counters_,
+                      &changed_timeline_counters_, &created)
+               : Load(cf, key, &state_->connection_counters_,
+                      &changed_connection_counters_, &created);
+  if (!counter.ok()) return counter.status();
+  ++**counter;
   return absl::OkStatus();
-}
-
-template <typename Record>
-absl::StatusOr<Record*> ProjectionWriter::Load(
-    rocksdb::ColumnFamilyHandle* cf, const std::string& key,
-    std::unordered_map<std::string, Record>* cache, bool* created) {
-  *created = false;
-  auto it = cache->find(key);
-  if (it != cache->end()) return &it->second;
-  absl::StatusOr<std::string> value = Get(cf, key);
-  if (!value.ok()) return value.status();
-  Record record;
-  if (!record.ParseFromString(*value)) {
-    return absl::DataLossError(
-        absl::StrCat("malformed record in ", cf->GetName()));
-  }
-  *created = value->empty();
-  return &cache->emplace(key, std::move(record)).first->second;
 }
 
 absl::Status ProjectionWriter::Finish() {
-  for (const auto& [key, record] : connections_) {
-    if (absl::Status s = Put(cf_.connections, key, SerializeStable(record));
-        !s.ok()) {
-      return s;
+  absl::Status status;
+  auto flush = [&](rocksdb::ColumnFamilyHandle* cf, auto& changed) {
+    for (auto& [key, entry] : changed) {
+      entry->dirty = false;
+      if (status.ok()) status = Put(cf, *key, Encode(entry->value));
     }
-  }
-  for (const auto& [key, record] : sessions_) {
-    if (absl::Status s = Put(cf_.sessions, key, SerializeStable(record));
-        !s.ok()) {
-      return s;
-    }
-  }
-  for (auto* counters : {&connection_counters_, &timeline_counters_}) {
-    rocksdb::ColumnFamilyHandle* cf =
-        counters == &timeline_counters_ ? cf_.timeline : cf_.connections;
-    for (const auto& [key, count] : *counters) {
-      std::string encoded;
-      PutFixed64(&encoded, count);
-      if (absl::Status s = Put(cf, key, encoded); !s.ok()) return s;
-    }
-  }
-  return absl::OkStatus();
+    changed.clear();
+  };
+  flush(cf_.connections, changed_connections_);
+  flush(cf_.sessions, changed_sessions_);
+  flush(cf_.connections, changed_connection_counters_);
+  flush(cf_.timeline, changed_timeline_counters_);
+  return status;
 }
 
 absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
@@ -144,8 +150,8 @@ absl::Status ProjectionWriter::ReduceInto(const RecordedEvent& recorded) {
   bool created = false;
   if (!e.connection_id().empty()) {
     absl::StatusOr<ConnectionRecord*> record =
-        Load(cf_.connections, ConnectionKey(e.connection_id()), &connections_,
-             &created);
+        Load(cf_.connections, ConnectionKey(e.connection_id()),
+             &state_->connections_, &changed_connections_, &created);
     if (!record.ok()) return record.status();
     if (created) {
       absl::Status s =
@@ -164,7 +170,8 @@ absl::Status ProjectionWriter::ReduceInto(const RecordedEvent& recorded) {
   }
   if (!e.session_id().empty()) {
     absl::StatusOr<SessionRecord*> record =
-        Load(cf_.sessions, e.session_id(), &sessions_, &created);
+        Load(cf_.sessions, e.session_id(), &state_->sessions_,
+             &changed_sessions_, &created);
     if (!record.ok()) return record.status();
     if (created) {
       absl::Status s = Increment(cf_.connections, CounterKey(kSessionCounter));

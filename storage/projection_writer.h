@@ -7,49 +7,78 @@
 
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "authtrail/records/v1/records.pb.h"
 #include "authtrail/v1/event.pb.h"
 #include "rocksdb/db.h"
-#include "rocksdb/utilities/write_batch_with_index.h"
 #include "storage/store_internal.h"
 
 namespace authtrail::storage {
 
+// Decoded projection records and counters, kept by their only writer
+// between write batches so that a hot connection is parsed once, not once
+// per event. An entry is exact as long as nothing else writes its family:
+// the owner clears the state whenever that may have happened (a failed
+// write, a switch of families) and whenever it grows past a bound.
+class ProjectionState {
+ public:
+  size_t size() const {
+    return connections_.size() + sessions_.size() +
+           connection_counters_.size() + timeline_counters_.size();
+  }
+  void Clear() {
+    connections_.clear();
+    sessions_.clear();
+    connection_counters_.clear();
+    timeline_counters_.clear();
+  }
+
+ private:
+  friend class ProjectionWriter;
+  template <typename Value>
+  struct Entry {
+    Value value{};
+    // Changed by the writer that has not finished yet.
+    bool dirty = false;
+  };
+  std::unordered_map<std::string, Entry<records::v1::ConnectionRecord>>
+      connections_;
+  std::unordered_map<std::string, Entry<records::v1::SessionRecord>> sessions_;
+  std::unordered_map<std::string, Entry<uint64_t>> connection_counters_;
+  std::unordered_map<std::string, Entry<uint64_t>> timeline_counters_;
+};
+
 class ProjectionWriter {
  public:
-  // Writes into `batch` for the derived families of `target`. Current
-  // projection state is read through `batch` over `db`, so what earlier
-  // writers put into the same batch is seen. Nothing is owned.
+  // Writes into `batch` for the derived families of `target`, reading
+  // projection state not in `state` from `db`. Nothing is owned; `state`
+  // must describe `target` as of the last batch written to it.
   ProjectionWriter(rocksdb::DB* db, const Columns& target,
-                   rocksdb::WriteBatchWithIndex* batch)
-      : db_(db), cf_(target), indexed_(batch), plain_(nullptr) {}
-  // Writes into a plain `batch`, reading projection state from `db` only:
-  // for a replay, where one writer covers a whole batch and so never needs
-  // to read back what the batch holds.
-  ProjectionWriter(rocksdb::DB* db, const Columns& target,
-                   rocksdb::WriteBatch* batch)
-      : db_(db), cf_(target), indexed_(nullptr), plain_(batch) {}
+                   rocksdb::WriteBatch* batch, ProjectionState* state)
+      : db_(db), cf_(target), batch_(batch), state_(state) {}
 
-  // Adds what `recorded` derives. Records and counters are kept decoded
-  // here between events and written by Finish. On error, discard this
-  // writer and roll the batch back to a save point (or discard it).
+  // Adds what `recorded` derives; records and counters change in `state`
+  // and are written by Finish. On error, discard the batch and clear the
+  // state: it may hold half of an event.
   absl::Status Apply(const authtrail::v1::RecordedEvent& recorded);
 
-  // Writes the records and counters changed by Apply into the batch.
+  // Writes the records and counters that Apply changed into the batch.
   // REQUIRES: called once, after the last Apply.
   absl::Status Finish();
 
  private:
-  // The record at `key`, read through the batch on first use; `created`
-  // tells whether it did not exist yet.
-  template <typename Record>
-  absl::StatusOr<Record*> Load(rocksdb::ColumnFamilyHandle* cf,
-                               const std::string& key,
-                               std::unordered_map<std::string, Record>* cache,
-                               bool* created);
+  // The entry at `key`, read from the database on first use; `created`
+  // tells whether the record did not exist yet. Marks it changed.
+  template <typename Value>
+  absl::StatusOr<Value*> Load(
+      rocksdb::ColumnFamilyHandle* cf, const std::string& key,
+      std::unordered_map<std::string, ProjectionState::Entry<Value>>* entries,
+      std::vector<std::pair<const std::string*,
+                            ProjectionState::Entry<Value>*>>* changed,
+      bool* created);
 
   absl::Status WriteIndexes(const authtrail::v1::RecordedEvent& recorded);
   absl::Status ReduceInto(const authtrail::v1::RecordedEvent& recorded);
@@ -57,21 +86,22 @@ class ProjectionWriter {
   // Adds one to the 8-byte counter at `key`.
   absl::Status Increment(rocksdb::ColumnFamilyHandle* cf,
                          const std::string& key);
-  absl::StatusOr<std::string> Get(rocksdb::ColumnFamilyHandle* cf,
-                                  const std::string& key);
   absl::Status Put(rocksdb::ColumnFamilyHandle* cf, const std::string& key,
                    const std::string& value);
 
   rocksdb::DB* db_;
   const Columns& cf_;
-  // Exactly one of the two is set.
-  rocksdb::WriteBatchWithIndex* indexed_;
-  rocksdb::WriteBatch* plain_;
-  // Decoded records and counters changed since construction, by key.
-  std::unordered_map<std::string, records::v1::ConnectionRecord> connections_;
-  std::unordered_map<std::string, records::v1::SessionRecord> sessions_;
-  std::unordered_map<std::string, uint64_t> connection_counters_;
-  std::unordered_map<std::string, uint64_t> timeline_counters_;
+  rocksdb::WriteBatch* batch_;
+  ProjectionState* state_;
+  // Entries changed since construction (node pointers stay valid while the
+  // maps grow).
+  template <typename Value>
+  using Changed = std::vector<
+      std::pair<const std::string*, ProjectionState::Entry<Value>*>>;
+  Changed<records::v1::ConnectionRecord> changed_connections_;
+  Changed<records::v1::SessionRecord> changed_sessions_;
+  Changed<uint64_t> changed_connection_counters_;
+  Changed<uint64_t> changed_timeline_counters_;
 };
 
 }  // namespace authtrail::storage
