@@ -126,31 +126,34 @@ std::string TimeBound(const std::string& prefix, const Timestamp& time) {
   return key;
 }
 
-// Reads log records by position, in the order given.
+// Reads log records by position, in the order given, with one batched
+// lookup (RocksDB sorts the keys and reads each block once).
 absl::Status ReadLog(const SnapshotReader& reader,
                      rocksdb::ColumnFamilyHandle* log,
                      const std::vector<uint64_t>& positions,
                      std::vector<RecordedEvent>* out) {
+  size_t n = positions.size();
   std::vector<std::string> keys;
-  keys.reserve(positions.size());
+  keys.reserve(n);
   for (uint64_t p : positions) keys.push_back(LogKey(p));
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), log);
-  std::vector<std::string> values;
-  std::vector<rocksdb::Status> statuses =
-      reader.db()->MultiGet(reader.options(), cfs, slices, &values);
-  for (size_t i = 0; i < keys.size(); ++i) {
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  reader.db()->MultiGet(reader.options(), log, n, slices.data(), values.data(),
+                        statuses.data(), /*sorted_input=*/false);
+  out->reserve(out->size() + n);
+  for (size_t i = 0; i < n; ++i) {
     if (!statuses[i].ok()) {
       return absl::DataLossError(absl::StrCat(
           "index names position ", positions[i],
           " but the log cannot give it: ", statuses[i].ToString()));
     }
-    RecordedEvent event;
-    if (absl::Status s = DecodeLogValue(values[i], positions[i], &event);
+    RecordedEvent& event = out->emplace_back();
+    if (absl::Status s =
+            DecodeLogValue(values[i].ToStringView(), positions[i], &event);
         !s.ok()) {
       return s;
     }
-    out->push_back(std::move(event));
   }
   return absl::OkStatus();
 }
@@ -356,6 +359,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   EventPage page;
   if (lower >= upper) return page;
   IndexScan scan(reader, cols->index, lower, upper, !query.oldest_first);
+  bool answers = IndexAnswers(query.filter, index);
 
   size_t scanned = 0;
   size_t bytes = 0;
@@ -364,7 +368,12 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   while (scan.Valid() && !full && scanned < kMaxScannedEntries) {
     std::vector<uint64_t> positions;
     std::vector<Cursor> cursors;
-    for (; scan.Valid() && positions.size() < kReadChunk &&
+    // When every entry matches, read no further than the page needs.
+    size_t chunk = answers
+                       ? std::clamp<size_t>(query.limit - page.events.size(), 1,
+                                            kReadChunk)
+                       : kReadChunk;
+    for (; scan.Valid() && positions.size() < chunk &&
            scanned < kMaxScannedEntries;
          scan.Next(), ++scanned) {
       std::optional<IndexEntry> entry = DecodeIndexSuffix(prefix, scan.key());
