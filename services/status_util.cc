@@ -51,6 +51,8 @@ std::string EchoRequestId(grpc::CallbackServerContext* context) {
 
 void LogCall(const char* rpc, const grpc::Status& status,
              absl::Duration latency, const std::string& request_id) {
+  // Checked before the fields are built: this runs for every call.
+  if (!spdlog::should_log(spdlog::level::debug)) return;
   LogEvent(spdlog::level::debug, "call",
            {{"rpc", rpc},
             {"code", CodeName(status.error_code())},

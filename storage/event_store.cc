@@ -372,10 +372,10 @@ void EventStore::Shutdown() {
   work_ready_.notify_all();
   if (writer_.joinable()) writer_.join();
   {
-    std::lock_guard<std::mutex> lock(commit_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     commit_stop_ = true;
   }
-  commit_cv_.notify_all();
+  commit_ready_.notify_all();
   if (committer_.joinable()) committer_.join();
 }
 
@@ -433,15 +433,8 @@ void EventStore::WriterLoop() {
       if (queue_.front()->task) {
         task = std::move(queue_.front());
         queue_.pop_front();
-      }
-      size_t events = 0;
-      while (task == nullptr && !queue_.empty() && !queue_.front()->task &&
-             (group.empty() || events + queue_.front()->events.size() <=
-                                   options_.max_group_events)) {
-        events += queue_.front()->events.size();
-        queued_events_ -= queue_.front()->events.size();
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      } else {
+        TakeAppends(&group, options_.max_group_events, /*at_least_one=*/true);
       }
     }
     if (task != nullptr) {
@@ -451,22 +444,37 @@ void EventStore::WriterLoop() {
       task->task();
       ResetWriterState();
     } else {
-      PrepareGroup(group);
+      PrepareGroup(std::move(group));
       if (projection_state_->size() > kMaxCarriedEntries) ResetWriterState();
     }
   }
   Drain();
 }
 
+size_t EventStore::TakeAppends(
+    std::vector<std::unique_ptr<PendingAppend>>* group, size_t room,
+    bool at_least_one) {
+  size_t events = 0;
+  while (!queue_.empty() && !queue_.front()->task &&
+         ((at_least_one && events == 0) ||
+          events + queue_.front()->events.size() <= room)) {
+    events += queue_.front()->events.size();
+    queued_events_ -= queue_.front()->events.size();
+    group->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return events;
+}
+
 void EventStore::Drain() {
-  std::unique_lock<std::mutex> lock(commit_mu_);
-  commit_cv_.wait(lock, [this] { return committing_ == nullptr; });
+  std::unique_lock<std::mutex> lock(mu_);
+  work_ready_.wait(lock, [this] { return committing_ == nullptr; });
 }
 
 void EventStore::ResetWriterState() {
   Drain();
   {
-    std::lock_guard<std::mutex> lock(commit_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     commit_failed_ = false;
   }
   projection_state_->Clear();
@@ -496,15 +504,14 @@ absl::Status EventStore::RunOnWriter(std::function<absl::Status()> task) {
 // even while the newest of them is still being written.
 class EventStore::GroupCommit {
  public:
-  GroupCommit(EventStore* store, absl::Time now)
+  explicit GroupCommit(EventStore* store)
       : store_(store),
         cols_(store->Cols()),
         cf_(*cols_),
         projections_(store->db_.get(), cf_, &batch_,
                      store->projection_state_.get()),
         next_position_(store->next_position_),
-        chain_(store->next_chain_),
-        recorded_at_(ToProtoTime(now)) {}
+        chain_(store->next_chain_) {}
 
   // Adds one request to the group, or refuses it whole without adding
   // anything. A refusal that leaves the group half-written (a failed read
@@ -611,6 +618,7 @@ absl::Status EventStore::GroupCommit::Resolve(
 absl::StatusOr<std::vector<AppendOutcome>> EventStore::GroupCommit::Add(
     const std::vector<AuthEvent>& events) {
   if (!broken_.ok()) return broken_;
+  recorded_at_ = ToProtoTime(store_->Now());
   std::vector<Plan> plans;
   if (absl::Status s = Resolve(events, &plans); !s.ok()) return s;
 
@@ -683,22 +691,46 @@ struct EventStore::PreparedGroup {
 };
 
 void EventStore::PrepareGroup(
-    std::vector<std::unique_ptr<PendingAppend>>& group) {
+    std::vector<std::unique_ptr<PendingAppend>> first) {
   bool failed_before = false;
   {
-    std::lock_guard<std::mutex> lock(commit_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     failed_before = commit_failed_ && committing_ == nullptr;
   }
   if (failed_before) ResetWriterState();
 
   auto prepared = std::make_unique<PreparedGroup>();
   prepared->first_position = next_position_;
-  GroupCommit commit(this, Now());
-  prepared->results.reserve(group.size());
-  for (const auto& pending : group) {
-    prepared->results.push_back(commit.Add(pending->events));
+  GroupCommit commit(this);
+  size_t events = 0;
+  auto add = [&](std::vector<std::unique_ptr<PendingAppend>>& appends) {
+    for (auto& pending : appends) {
+      events += pending->events.size();
+      prepared->results.push_back(commit.Add(pending->events));
+      prepared->appends.push_back(std::move(pending));
+    }
+  };
+  add(first);
+  // While the committer is still busy with the group before, this one
+  // takes in what arrives meanwhile: the disk sync, not this thread, sets
+  // the pace, and each sync then carries everything that was waiting.
+  while (true) {
+    std::vector<std::unique_ptr<PendingAppend>> more;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_ready_.wait(lock, [&] {
+        return committing_ == nullptr ||
+               (!queue_.empty() && !queue_.front()->task &&
+                events + queue_.front()->events.size() <=
+                    options_.max_group_events);
+      });
+      if (committing_ == nullptr) break;
+      TakeAppends(&more, options_.max_group_events - events,
+                  /*at_least_one=*/false);
+    }
+    add(more);
   }
-  prepared->appends = std::move(group);
+
   if (absl::Status s = commit.Finish(); !s.ok()) {
     // Nothing of this group is written; what it changed in the carried
     // state is forgotten.
@@ -711,8 +743,7 @@ void EventStore::PrepareGroup(
   prepared->last_position = commit.next_position() - 1;
   prepared->chain = commit.chain();
 
-  std::unique_lock<std::mutex> lock(commit_mu_);
-  commit_cv_.wait(lock, [this] { return committing_ == nullptr; });
+  std::unique_lock<std::mutex> lock(mu_);
   if (commit_failed_) {
     // The group before this one did not reach the disk, and this one was
     // built on top of it.
@@ -727,15 +758,15 @@ void EventStore::PrepareGroup(
   inflight_ids_ = std::move(commit.written());
   committing_ = std::move(prepared);
   lock.unlock();
-  commit_cv_.notify_all();
+  commit_ready_.notify_one();
 }
 
 void EventStore::CommitterLoop() {
   while (true) {
     PreparedGroup* group = nullptr;
     {
-      std::unique_lock<std::mutex> lock(commit_mu_);
-      commit_cv_.wait(
+      std::unique_lock<std::mutex> lock(mu_);
+      commit_ready_.wait(
           lock, [this] { return committing_ != nullptr || commit_stop_; });
       if (committing_ == nullptr) return;
       group = committing_.get();
@@ -758,11 +789,11 @@ void EventStore::CommitterLoop() {
     }
     std::unique_ptr<PreparedGroup> done;
     {
-      std::lock_guard<std::mutex> lock(commit_mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       done = std::move(committing_);
       if (!s.ok()) commit_failed_ = true;
     }
-    commit_cv_.notify_all();
+    work_ready_.notify_one();
     // Answered after the slot is freed, so that the writer can hand over
     // the next group meanwhile.
     done->Answer(

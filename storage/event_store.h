@@ -260,7 +260,14 @@ class EventStore {
   // a group (ids, log records, projections) while the committer writes and
   // syncs the one before it, then answers its callers.
   void WriterLoop();
-  void PrepareGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
+  // Moves queued appends (up to a task, at most `room` events, but the
+  // first one whatever its size when `at_least_one`) into `group`; returns
+  // the events moved. REQUIRES: mu_ held.
+  size_t TakeAppends(std::vector<std::unique_ptr<PendingAppend>>* group,
+                     size_t room, bool at_least_one);
+  // Builds a group from `first` and from whatever else queues up until the
+  // committer is free, then hands it over.
+  void PrepareGroup(std::vector<std::unique_ptr<PendingAppend>> first);
   void CommitterLoop();
   // Waits until the committer has written every group handed to it.
   void Drain();
@@ -298,6 +305,8 @@ class EventStore {
   std::vector<rocksdb::ColumnFamilyHandle*> retired_;  // guarded by retired_mu_
 
   std::mutex mu_;
+  // Wakes the writer: an append or task queued, the committer's slot
+  // freed, or shutdown.
   std::condition_variable work_ready_;
   std::deque<std::unique_ptr<PendingAppend>> queue_;  // guarded by mu_
   size_t queued_events_ = 0;                          // guarded by mu_
@@ -313,13 +322,13 @@ class EventStore {
   std::unordered_map<std::string, std::pair<uint64_t, std::string>>
       inflight_ids_;
 
-  std::mutex commit_mu_;
-  std::condition_variable commit_cv_;
+  // Wakes the committer: a group handed over, or shutdown.
+  std::condition_variable commit_ready_;
   // The group being written; null when the committer is idle.
-  std::unique_ptr<PreparedGroup> committing_;  // guarded by commit_mu_
+  std::unique_ptr<PreparedGroup> committing_;  // guarded by mu_
   // The last write failed: what the writer carries is not on disk.
-  bool commit_failed_ = false;  // guarded by commit_mu_
-  bool commit_stop_ = false;    // guarded by commit_mu_
+  bool commit_failed_ = false;  // guarded by mu_
+  bool commit_stop_ = false;    // guarded by mu_
   std::thread committer_;
 };
 
