@@ -151,6 +151,21 @@ std::string EncodeLogValue(std::string_view hash, std::string_view record) {
   return out;
 }
 
+rocksdb::Status SortedBatch::MoveTo(rocksdb::WriteBatch* batch) {
+  std::stable_sort(entries_.begin(), entries_.end(),
+                   [](const Entry& a, const Entry& b) {
+                     uint32_t fa = a.cf->GetID();
+                     uint32_t fb = b.cf->GetID();
+                     return fa != fb ? fa < fb : a.key < b.key;
+                   });
+  for (const Entry& e : entries_) {
+    rocksdb::Status s = batch->Put(e.cf, e.key, e.value);
+    if (!s.ok()) return s;
+  }
+  entries_.clear();
+  return rocksdb::Status::OK();
+}
+
 absl::Status DecodeLogValue(std::string_view value, uint64_t position,
                             RecordedEvent* event, std::string* hash) {
   if (value.size() < kChainHashBytes ||
@@ -524,7 +539,7 @@ class EventStore::GroupCommit {
   const absl::Status& broken() const { return broken_; }
   uint64_t next_position() const { return next_position_; }
   const std::string& chain() const { return chain_; }
-  rocksdb::WriteBatch& batch() { return batch_; }
+  SortedBatch& batch() { return batch_; }
   std::unordered_map<std::string, std::pair<uint64_t, std::string>>& written() {
     return written_;
   }
@@ -547,7 +562,7 @@ class EventStore::GroupCommit {
   EventStore* store_;
   std::shared_ptr<const Columns> cols_;
   const Columns& cf_;
-  rocksdb::WriteBatch batch_;
+  SortedBatch batch_;
   ProjectionWriter projections_;
   uint64_t next_position_;
   // Chain hash of the newest record in the group (or before it).
@@ -659,16 +674,8 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
   std::string log_key = LogKey(position);
   std::string record = SerializeStable(recorded);
   chain_ = ChainHash(chain_, position, record);
-  if (absl::Status s = FromRocks(
-          batch_.Put(cf_.log, log_key, EncodeLogValue(chain_, record)));
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s =
-          FromRocks(batch_.Put(cf_.event_ids, event.event_id(), log_key));
-      !s.ok()) {
-    return s;
-  }
+  batch_.Put(cf_.log, log_key, EncodeLogValue(chain_, record));
+  batch_.Put(cf_.event_ids, event.event_id(), log_key);
   written_[event.event_id()] = {position, bytes};
   return projections_.Apply(recorded);
 }
@@ -739,7 +746,12 @@ void EventStore::PrepareGroup(
     ResetWriterState();
     return;
   }
-  prepared->batch = std::move(commit.batch());
+  if (rocksdb::Status s = commit.batch().MoveTo(&prepared->batch); !s.ok()) {
+    prepared->Answer(absl::UnavailableError(
+        absl::StrCat("nothing was stored: ", s.ToString())));
+    ResetWriterState();
+    return;
+  }
   prepared->last_position = commit.next_position() - 1;
   prepared->chain = commit.chain();
 

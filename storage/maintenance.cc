@@ -119,8 +119,8 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
       return absl::CancelledError("the replay was cancelled (shutdown)");
     }
     if (state.size() > kReplayCarriedEntries) state.Clear();
-    rocksdb::WriteBatch batch;
-    ProjectionWriter writer(db_.get(), target, &batch, &state);
+    SortedBatch sorted;
+    ProjectionWriter writer(db_.get(), target, &sorted, &state);
     size_t n = 0;
     for (; it->Valid() && n < kReplayChunk; it->Next(), ++n, ++expected) {
       std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());
@@ -137,7 +137,9 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
       if (absl::Status s = writer.Apply(recorded); !s.ok()) return s;
     }
     if (absl::Status s = writer.Finish(); !s.ok()) return s;
-    rocksdb::Status s = db_->Write(write, &batch);
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = sorted.MoveTo(&batch);
+    if (s.ok()) s = db_->Write(write, &batch);
     if (!s.ok()) return FromRocks(s);
     if (progress) progress(expected - 1, total);
   }

@@ -74,9 +74,9 @@ absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded) {
 }
 
 absl::Status ProjectionWriter::Put(rocksdb::ColumnFamilyHandle* cf,
-                                   const std::string& key,
-                                   const std::string& value) {
-  return FromRocks(batch_->Put(cf, key, value));
+                                   std::string key, std::string value) {
+  batch_->Put(cf, std::move(key), std::move(value));
+  return absl::OkStatus();
 }
 
 template <typename Value>
@@ -140,7 +140,7 @@ absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
   for (const IndexFor& index : IndexesOf(event)) {
     std::string key = IndexKey(index.tag, index.id ? *index.id : "",
                                event.occurred_at(), recorded.position());
-    if (absl::Status s = Put(cf_.index, key, ""); !s.ok()) return s;
+    if (absl::Status s = Put(cf_.index, std::move(key), ""); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -56,8 +56,8 @@ class ProjectionWriter {
   // Writes into `batch` for the derived families of `target`, reading
   // projection state not in `state` from `db`. Nothing is owned; `state`
   // must describe `target` as of the last batch written to it.
-  ProjectionWriter(rocksdb::DB* db, const Columns& target,
-                   rocksdb::WriteBatch* batch, ProjectionState* state)
+  ProjectionWriter(rocksdb::DB* db, const Columns& target, SortedBatch* batch,
+                   ProjectionState* state)
       : db_(db), cf_(target), batch_(batch), state_(state) {}
 
   // Adds what `recorded` derives; records and counters change in `state`
@@ -86,12 +86,12 @@ class ProjectionWriter {
   // Adds one to the 8-byte counter at `key`.
   absl::Status Increment(rocksdb::ColumnFamilyHandle* cf,
                          const std::string& key);
-  absl::Status Put(rocksdb::ColumnFamilyHandle* cf, const std::string& key,
-                   const std::string& value);
+  absl::Status Put(rocksdb::ColumnFamilyHandle* cf, std::string key,
+                   std::string value);
 
   rocksdb::DB* db_;
   const Columns& cf_;
-  rocksdb::WriteBatch* batch_;
+  SortedBatch* batch_;
   ProjectionState* state_;
   // Entries changed since construction (node pointers stay valid while the
   // maps grow).
