@@ -250,6 +250,21 @@ def target_rows(runs, sizes, meta):
     else:
         row("Memory: RSS under load", "n/a", "n/a", "n/a", "≤ 1.00× budget",
             None)
+
+    # Restart at the largest log measured (the target names 10^7, which
+    # only --full reaches): seconds from starting the process to the first
+    # answered GetConnection, against the target's own budget.
+    first = lambda d: d["first_answer_seconds"]
+    for name, what, budget in (("restart_clean", "after a clean stop", 1.0),
+                               ("restart_kill", "after SIGKILL under load",
+                                3.0)):
+        t = runs.median(name, big, first)
+        note = "" if big >= 10**7 else (
+            f"log of {big:,} events; 10^7 needs --full")
+        row(f"Restart {what}: first answer (s)", f"budget {budget:.0f} s",
+            "n/a" if t is None else f"{t:.3f} s",
+            fmt_ratio(None if t is None else t / budget), "≤ 1.00× budget",
+            None if t is None else t <= budget, note)
     return rows
 
 
