@@ -4,6 +4,8 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -182,11 +184,45 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view rpc,
 
 // ---- Client ---------------------------------------------------------------
 
+absl::Status LoadCredentials(GlobalOptions& options) {
+  auto read = [](const char* flag, const std::string& path,
+                 std::string* out) -> absl::Status {
+    if (path.empty()) return absl::OkStatus();
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in || text.str().empty()) {
+      return UsageError(absl::StrCat(flag, " ", path, ": cannot read it"));
+    }
+    *out = text.str();
+    return absl::OkStatus();
+  };
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return UsageError("--tls_cert and --tls_key go together");
+  }
+  for (auto [flag, path, out] :
+       {std::tuple{"--tls_ca", &options.tls_ca, &options.ca_pem},
+        std::tuple{"--tls_cert", &options.tls_cert, &options.cert_pem},
+        std::tuple{"--tls_key", &options.tls_key, &options.key_pem}}) {
+    if (absl::Status s = read(flag, *path, out); !s.ok()) return s;
+  }
+  if (!options.tls_ca.empty() || !options.tls_cert.empty()) options.tls = true;
+  return absl::OkStatus();
+}
+
 Client::Client(GlobalOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(kMaxReceiveBytes);
-  channel_ = grpc::CreateCustomChannel(
-      options_.server, grpc::InsecureChannelCredentials(), arguments);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options_.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options_.ca_pem;
+    ssl.pem_private_key = options_.key_pem;
+    ssl.pem_cert_chain = options_.cert_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
+  channel_ = grpc::CreateCustomChannel(options_.server, credentials, arguments);
   ingest_ = v1::AuthEventIngest::NewStub(channel_);
   history_ = v1::AuthHistory::NewStub(channel_);
   admin_ = v1::AuthTrailAdmin::NewStub(channel_);
@@ -196,6 +232,9 @@ void Client::Prepare(grpc::ClientContext* context) const {
   const auto timeout = std::chrono::microseconds(
       static_cast<int64_t>(options_.timeout_seconds * 1e6));
   context->set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!options_.token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.token);
+  }
 }
 
 absl::StatusOr<AppendCounts> Append(Client& client,

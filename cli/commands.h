@@ -37,7 +37,25 @@ struct GlobalOptions {
   bool json = false;
   // Deadline of each RPC.
   double timeout_seconds = 10;
+  // TLS: on with --tls or any of the files below. `tls_ca` is the CA that
+  // signed the server's certificate (the system's roots when empty);
+  // `tls_cert` and `tls_key` are this client's certificate and key.
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // Bearer token sent as `authorization: Bearer <token>`; empty: none.
+  std::string token;
+  // The PEM text of the files above, read by LoadCredentials.
+  std::string ca_pem;
+  std::string cert_pem;
+  std::string key_pem;
 };
+
+// Reads the TLS files named in `options` into its *_pem fields. A usage
+// error names the option whose file is missing or a key without its
+// certificate.
+absl::Status LoadCredentials(GlobalOptions& options);
 
 // ---- Errors ---------------------------------------------------------------
 
