@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <tuple>
 #include <utility>
@@ -21,6 +24,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "nlohmann/json.hpp"
 
 namespace authtrail::cli {
@@ -221,6 +225,9 @@ Client::Client(GlobalOptions options) : options_(std::move(options)) {
     ssl.pem_private_key = options_.key_pem;
     ssl.pem_cert_chain = options_.cert_pem;
     credentials = grpc::SslCredentials(ssl);
+  }
+  if (!options_.tls_server_name.empty()) {
+    arguments.SetSslTargetNameOverride(options_.tls_server_name);
   }
   channel_ = grpc::CreateCustomChannel(options_.server, credentials, arguments);
   ingest_ = v1::AuthEventIngest::NewStub(channel_);
@@ -923,6 +930,53 @@ absl::Status RunTimeline(const GlobalOptions& global,
 }
 
 // ---- stats ----------------------------------------------------------------
+
+absl::Status RunHealth(const GlobalOptions& global) {
+  Client client(global);
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  // grpc.health.v1.HealthCheckRequest{service: ""} is empty on the wire;
+  // HealthCheckResponse is {status = 1: enum}, SERVING being 1. Sent as
+  // bytes so the CLI needs no health stubs.
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<grpc::Status> status;
+  grpc::GenericStub(client.channel())
+      .UnaryCall(&context, "/grpc.health.v1.Health/Check", {}, &request,
+                 &response, [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   cv.notify_one();
+                 });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return status.has_value(); });
+  }
+  if (!status->ok()) return FromGrpc(*status, "Health/Check", global);
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (response.Dump(&slices).ok()) {
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+  }
+  const bool serving = bytes == std::string("\x08\x01", 2);
+  const char* name = serving ? "SERVING" : "NOT_SERVING";
+  if (global.json) {
+    std::cout << nlohmann::json{{"status", name}}.dump() << '\n';
+  } else {
+    std::cout << name << '\n';
+  }
+  if (!serving) {
+    return absl::UnavailableError(absl::StrCat("Health/Check (server ",
+                                               global.server,
+                                               "): the server is not serving"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RunStats(const GlobalOptions& global) {
   Client client(global);

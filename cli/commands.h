@@ -44,6 +44,9 @@ struct GlobalOptions {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  // Name the server's certificate must carry, when it is not the host of
+  // --server (e.g. a probe dialling 127.0.0.1 inside a container).
+  std::string tls_server_name;
   // Bearer token sent as `authorization: Bearer <token>`; empty: none.
   std::string token;
   // The PEM text of the files above, read by LoadCredentials.
@@ -94,6 +97,7 @@ class Client {
   v1::AuthEventIngest::Stub& ingest() { return *ingest_; }
   v1::AuthHistory::Stub& history() { return *history_; }
   v1::AuthTrailAdmin::Stub& admin() { return *admin_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
   GlobalOptions options_;
@@ -166,6 +170,9 @@ absl::Status RunDiagnose(const GlobalOptions& global,
 absl::Status RunTimeline(const GlobalOptions& global,
                          const TimelineOptions& options);
 absl::Status RunStats(const GlobalOptions& global);
+// grpc.health.v1 Check of the whole server: OK when SERVING, UNAVAILABLE
+// otherwise. Needs no credentials, so it suits container probes.
+absl::Status RunHealth(const GlobalOptions& global);
 
 }  // namespace authtrail::cli
 

@@ -87,6 +87,10 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions& global) {
       ->envname("AUTHTRAIL_TLS_CERT");
   app.add_option("--tls_key", global.tls_key, "PEM key of --tls_cert")
       ->envname("AUTHTRAIL_TLS_KEY");
+  app.add_option("--tls_server_name", global.tls_server_name,
+                 "Name to expect in the server's certificate instead of the "
+                 "host of --server")
+      ->envname("AUTHTRAIL_TLS_SERVER_NAME");
   app.add_option("--token", global.token,
                  "Bearer token (prefer the environment variable: a command "
                  "line is visible to other users)")
@@ -169,6 +173,14 @@ void AddTimeline(CLI::App& app, Options& o, Commands& commands) {
 void AddStats(CLI::App& app, Options& o, Commands& commands) {
   CLI::App* cmd = app.add_subcommand("stats", "Log and database statistics");
   commands.Add(cmd, [&o] { return RunStats(o.global); });
+}
+
+void AddHealth(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "health",
+      "Whether the server is SERVING (grpc.health.v1; no credentials "
+      "needed): exit 0 if so, 1 if not");
+  commands.Add(cmd, [&o] { return RunHealth(o.global); });
 }
 
 void AddSimulate(CLI::App& app, Options& o, Commands& commands) {
@@ -284,6 +296,7 @@ int Run(int argc, char** argv) {
   AddDiagnose(app, options, commands);
   AddTimeline(app, options, commands);
   AddStats(app, options, commands);
+  AddHealth(app, options, commands);
   AddSimulate(app, options, commands);
   AddOperations(app, options, commands);
   try {

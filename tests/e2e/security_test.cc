@@ -640,6 +640,21 @@ TEST_F(SecurityTest, CliUsesTheCaAndAToken) {
                  "", {}, temp);
   EXPECT_EQ(admin.exit_code, 0) << admin.err;
   EXPECT_TRUE(absl::StrContains(admin.out, "head")) << admin.out;
+
+  // Health, for probes: no credentials, the certificate checked by name.
+  ProgramRun health =
+      RunProgram({AUTHTRAIL_CLI_PATH, "--server", server->address(), "--tls_ca",
+                  Cert("ca.pem"), "--tls_server_name", "localhost", "health"},
+                 "", {}, temp);
+  EXPECT_EQ(health.exit_code, 0) << health.err;
+  EXPECT_EQ(health.out, "SERVING\n");
+  ProgramRun wrong_name = RunProgram(
+      {AUTHTRAIL_CLI_PATH, "--server", server->address(), "--tls_ca",
+       Cert("ca.pem"), "--tls_server_name", "elsewhere.test", "health"},
+      "", {}, temp);
+  EXPECT_EQ(wrong_name.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(wrong_name.err, "UNAVAILABLE"))
+      << wrong_name.err;
 }
 
 }  // namespace
