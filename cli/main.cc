@@ -23,7 +23,10 @@ The global options (--server, --json, --timeout, --tls, --tls_ca,
 --tls_cert, --tls_key, --token) may also follow the command:
 authtrail connections pat-000042 --json. The default is plaintext to
 127.0.0.1:50151; a secured server needs --tls_ca (and a client certificate
-or a token: AUTHTRAIL_TOKEN keeps it off the command line).
+or a token: AUTHTRAIL_TOKEN keeps it off the command line). The TLS options
+read AUTHTRAIL_CLI_TLS, AUTHTRAIL_CLI_TLS_CA, AUTHTRAIL_CLI_TLS_CERT,
+AUTHTRAIL_CLI_TLS_KEY and AUTHTRAIL_CLI_TLS_SERVER_NAME from the environment
+(not AUTHTRAIL_TLS_*, which configure the server beside it).
 
 Output: human-readable tables by default. With --json, commands that list
 (connections, events) print one JSON object per line (JSON Lines); the other
@@ -78,19 +81,19 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions& global) {
   app.add_flag("--tls", global.tls,
                "Use TLS (implied by --tls_ca or --tls_cert); without "
                "--tls_ca the system's CA roots check the server")
-      ->envname("AUTHTRAIL_TLS");
+      ->envname("AUTHTRAIL_CLI_TLS");
   app.add_option("--tls_ca", global.tls_ca,
                  "PEM CA that signed the server's certificate")
-      ->envname("AUTHTRAIL_TLS_CA");
+      ->envname("AUTHTRAIL_CLI_TLS_CA");
   app.add_option("--tls_cert", global.tls_cert,
                  "PEM client certificate, for servers that map it to roles")
-      ->envname("AUTHTRAIL_TLS_CERT");
+      ->envname("AUTHTRAIL_CLI_TLS_CERT");
   app.add_option("--tls_key", global.tls_key, "PEM key of --tls_cert")
-      ->envname("AUTHTRAIL_TLS_KEY");
+      ->envname("AUTHTRAIL_CLI_TLS_KEY");
   app.add_option("--tls_server_name", global.tls_server_name,
                  "Name to expect in the server's certificate instead of the "
                  "host of --server")
-      ->envname("AUTHTRAIL_TLS_SERVER_NAME");
+      ->envname("AUTHTRAIL_CLI_TLS_SERVER_NAME");
   app.add_option("--token", global.token,
                  "Bearer token (prefer the environment variable: a command "
                  "line is visible to other users)")
