@@ -78,6 +78,7 @@ leaf reader ca reader-cn "DNS:reader.authtrail.test"
 leaf admin ca authtrail-admin ""
 leaf stranger ca stranger "DNS:stranger.authtrail.test"
 leaf foreign otherca reader-cn "DNS:reader.authtrail.test"
+leaf rotated otherca localhost "IP:127.0.0.1,DNS:localhost"
 # Expired: `openssl ca` takes explicit dates in the past.
 key expired
 openssl req -new -key expired.key -out expired.csr -subj "/CN=authtrail-admin"
@@ -328,6 +329,39 @@ TEST_F(SecurityTest, HandshakesFailForWrongCaExpiredCertAndPlaintext) {
               UNAVAILABLE, UNAVAILABLE, UNAVAILABLE);
   // And the server still serves properly authenticated callers.
   EXPECT_EQ(CallEach(TlsChannel(*server, "admin")).admin, OK);
+}
+
+TEST_F(SecurityTest, RotatedServerCertificateIsServedWithoutRestart) {
+  TempDir tls;
+  auto copy = [&](const std::string& from, const std::string& to) {
+    // Written to a new file and renamed, as rotation tools do.
+    std::ofstream(tls.path() + "/tmp") << ReadFile(Cert(from));
+    std::rename((tls.path() + "/tmp").c_str(), (tls.path() + "/" + to).c_str());
+  };
+  copy("server.pem", "server.pem");
+  copy("server.key", "server.key");
+  TestServerOptions options;
+  options.tls_cert = tls.path() + "/server.pem";
+  options.tls_key = tls.path() + "/server.key";
+  options.tls_client_ca = Cert("ca.pem");
+  options.tls_refresh_seconds = 1;
+  options.policy_file = policy_file_;
+  TestServer server(options);
+  EXPECT_EQ(CallEach(TlsChannel(server, "admin")).admin, StatusCode::OK);
+
+  // A certificate from the other CA replaces it on disk; new connections
+  // get it within the refresh interval, and the server keeps running.
+  copy("rotated.key", "server.key");
+  copy("rotated.pem", "server.pem");
+  bool rotated = false;
+  for (int i = 0; i < 100 && !rotated; ++i) {
+    rotated = CallEach(TlsChannel(server, "", "otherca")).admin ==
+              StatusCode::UNAUTHENTICATED;
+    if (!rotated) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(rotated) << "the rotated certificate was not served in 5 s";
+  EXPECT_EQ(CallEach(TlsChannel(server, "admin")).admin,
+            StatusCode::UNAVAILABLE);
 }
 
 TEST_F(SecurityTest, HealthNeedsNoCredentials) {

@@ -51,6 +51,7 @@ void TestServer::Start() {
   options.tls_cert = options_.tls_cert;
   options.tls_key = options_.tls_key;
   options.tls_client_ca = options_.tls_client_ca;
+  options.tls_refresh_seconds = options_.tls_refresh_seconds;
   options.plaintext = options_.tls_cert.empty();
   options.policy_file = options_.policy_file;
   options.default_append_rate = options_.default_append_rate;

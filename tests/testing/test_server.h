@@ -32,6 +32,7 @@ struct TestServerOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
+  unsigned tls_refresh_seconds = 60;
   std::string policy_file;
   services::RateLimit default_append_rate;
   std::string metrics_listen;  // HOST:PORT, or empty for none
