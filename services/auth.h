@@ -96,6 +96,9 @@ class Policy {
 };
 
 // Token buckets keyed by identity name. Thread-safe.
+// TODO(rate-limit): buckets live in this process only: a restart refills
+// them, and once the log is partitioned across nodes each node limits on
+// its own, so an identity's total rate is the limit times the nodes.
 class RateLimiter {
  public:
   // Takes `events` from `key`'s bucket. A batch larger than the burst is

@@ -138,6 +138,9 @@ AuthTrailServer::Credentials() const {
                "serving WITHOUT TLS: calls, tokens and patient data cross "
                "the network in clear text; use only on loopback or a "
                "trusted network"}});
+    // TODO(security): bearer tokens are accepted on a plaintext port too,
+    // where anyone on the path can copy them; refusing them there would
+    // break token callers of a development server behind a trusted proxy.
     return grpc::InsecureServerCredentials();
   }
   if (o.plaintext) {
@@ -150,6 +153,8 @@ AuthTrailServer::Credentials() const {
         "TLS needs both --tls_cert and --tls_key");
   }
   if (absl::Status s = CheckTlsFiles(o); !s.ok()) return s;
+  // TODO(security): no CRL or OCSP check of client certificates; one is
+  // revoked by removing its identity from the policy or rotating the CA.
   // The provider re-reads the files every refresh interval: rotated
   // certificates, keys and CA bundles take effect for new connections
   // without a restart.
