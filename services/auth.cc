@@ -171,7 +171,8 @@ absl::StatusOr<Policy> Policy::Parse(std::string_view text) {
         !s.ok()) {
       return s;
     }
-    Identity identity{.name = name};
+    Identity identity;
+    identity.name = name;
     auto roles = entry.find("roles");
     if (roles == entry.end()) return Refuse(where, "needs \"roles\"");
     absl::StatusOr<uint8_t> bits = ParseRoles(*roles, where + ".roles");

@@ -146,15 +146,27 @@ TEST(RateLimiterTest, ZeroRateIsUnlimited) {
   }
 }
 
+Credentials Cert(std::vector<std::string> names) {
+  Credentials c;
+  c.certificate_names = std::move(names);
+  c.has_certificate = true;
+  return c;
+}
+
+Credentials Token(std::string token) {
+  Credentials c;
+  c.bearer_token = std::move(token);
+  return c;
+}
+
+Credentials Malformed() {
+  Credentials c;
+  c.malformed_authorization = true;
+  return c;
+}
+
 class AuthenticatorTest : public ::testing::Test {
  protected:
-  Credentials Cert(std::vector<std::string> names) {
-    return Credentials{.certificate_names = std::move(names),
-                       .has_certificate = true};
-  }
-  Credentials Token(std::string token) {
-    return Credentials{.bearer_token = std::move(token)};
-  }
   Metrics metrics_;
   Authenticator auth_{MustParse(PolicyJson()), RateLimit{}, &metrics_};
   absl::Time now_ = absl::FromUnixSeconds(5000);
@@ -197,10 +209,7 @@ TEST_F(AuthenticatorTest, TokensAuthenticateAndWrongOnesDoNot) {
   EXPECT_THAT(wrong.message, ::testing::Not(HasSubstr("guess")));
   EXPECT_EQ(auth_.Decide(Credentials{}, Role::kReader, 0, now_).code,
             grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_EQ(auth_
-                .Decide(Credentials{.malformed_authorization = true},
-                        Role::kReader, 0, now_)
-                .code,
+  EXPECT_EQ(auth_.Decide(Malformed(), Role::kReader, 0, now_).code,
             grpc::StatusCode::UNAUTHENTICATED);
 }
 
@@ -245,7 +254,7 @@ TEST(AuthenticatorReloadTest, ABadFileKeepsTheOldPolicy) {
   Metrics metrics;
   Authenticator auth(std::nullopt, RateLimit{}, &metrics);
   ASSERT_TRUE(auth.Reload(path).ok());
-  Credentials reader{.bearer_token = kReaderToken};
+  Credentials reader = Token(kReaderToken);
   EXPECT_EQ(auth.Decide(reader, Role::kReader, 0, absl::Now()).code,
             grpc::StatusCode::OK);
 

@@ -26,9 +26,20 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+namespace {
+
+TestServerOptions PlainOptions(std::string data_dir,
+                               absl::Duration stall_window) {
+  TestServerOptions options;
+  options.data_dir = std::move(data_dir);
+  options.stall_window = stall_window;
+  return options;
+}
+
+}  // namespace
+
 TestServer::TestServer(std::string data_dir, absl::Duration stall_window)
-    : TestServer(TestServerOptions{.data_dir = std::move(data_dir),
-                                   .stall_window = stall_window}) {}
+    : TestServer(PlainOptions(std::move(data_dir), stall_window)) {}
 
 TestServer::TestServer(TestServerOptions options)
     : options_(std::move(options)) {
