@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -19,6 +24,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "nlohmann/json.hpp"
 
 namespace authtrail::cli {
@@ -182,11 +188,48 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view rpc,
 
 // ---- Client ---------------------------------------------------------------
 
+absl::Status LoadCredentials(GlobalOptions& options) {
+  auto read = [](const char* flag, const std::string& path,
+                 std::string* out) -> absl::Status {
+    if (path.empty()) return absl::OkStatus();
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in || text.str().empty()) {
+      return UsageError(absl::StrCat(flag, " ", path, ": cannot read it"));
+    }
+    *out = text.str();
+    return absl::OkStatus();
+  };
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return UsageError("--tls_cert and --tls_key go together");
+  }
+  for (auto [flag, path, out] :
+       {std::tuple{"--tls_ca", &options.tls_ca, &options.ca_pem},
+        std::tuple{"--tls_cert", &options.tls_cert, &options.cert_pem},
+        std::tuple{"--tls_key", &options.tls_key, &options.key_pem}}) {
+    if (absl::Status s = read(flag, *path, out); !s.ok()) return s;
+  }
+  if (!options.tls_ca.empty() || !options.tls_cert.empty()) options.tls = true;
+  return absl::OkStatus();
+}
+
 Client::Client(GlobalOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(kMaxReceiveBytes);
-  channel_ = grpc::CreateCustomChannel(
-      options_.server, grpc::InsecureChannelCredentials(), arguments);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options_.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options_.ca_pem;
+    ssl.pem_private_key = options_.key_pem;
+    ssl.pem_cert_chain = options_.cert_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
+  if (!options_.tls_server_name.empty()) {
+    arguments.SetSslTargetNameOverride(options_.tls_server_name);
+  }
+  channel_ = grpc::CreateCustomChannel(options_.server, credentials, arguments);
   ingest_ = v1::AuthEventIngest::NewStub(channel_);
   history_ = v1::AuthHistory::NewStub(channel_);
   admin_ = v1::AuthTrailAdmin::NewStub(channel_);
@@ -196,6 +239,9 @@ void Client::Prepare(grpc::ClientContext* context) const {
   const auto timeout = std::chrono::microseconds(
       static_cast<int64_t>(options_.timeout_seconds * 1e6));
   context->set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!options_.token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.token);
+  }
 }
 
 absl::StatusOr<AppendCounts> Append(Client& client,
@@ -884,6 +930,53 @@ absl::Status RunTimeline(const GlobalOptions& global,
 }
 
 // ---- stats ----------------------------------------------------------------
+
+absl::Status RunHealth(const GlobalOptions& global) {
+  Client client(global);
+  grpc::ClientContext context;
+  client.Prepare(&context);
+  // grpc.health.v1.HealthCheckRequest{service: ""} is empty on the wire;
+  // HealthCheckResponse is {status = 1: enum}, SERVING being 1. Sent as
+  // bytes so the CLI needs no health stubs.
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<grpc::Status> status;
+  grpc::GenericStub(client.channel())
+      .UnaryCall(&context, "/grpc.health.v1.Health/Check", {}, &request,
+                 &response, [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   cv.notify_one();
+                 });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return status.has_value(); });
+  }
+  if (!status->ok()) return FromGrpc(*status, "Health/Check", global);
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (response.Dump(&slices).ok()) {
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+  }
+  const bool serving = bytes == std::string("\x08\x01", 2);
+  const char* name = serving ? "SERVING" : "NOT_SERVING";
+  if (global.json) {
+    std::cout << nlohmann::json{{"status", name}}.dump() << '\n';
+  } else {
+    std::cout << name << '\n';
+  }
+  if (!serving) {
+    return absl::UnavailableError(absl::StrCat("Health/Check (server ",
+                                               global.server,
+                                               "): the server is not serving"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RunStats(const GlobalOptions& global) {
   Client client(global);

@@ -37,7 +37,28 @@ struct GlobalOptions {
   bool json = false;
   // Deadline of each RPC.
   double timeout_seconds = 10;
+  // TLS: on with --tls or any of the files below. `tls_ca` is the CA that
+  // signed the server's certificate (the system's roots when empty);
+  // `tls_cert` and `tls_key` are this client's certificate and key.
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // Name the server's certificate must carry, when it is not the host of
+  // --server (e.g. a probe dialling 127.0.0.1 inside a container).
+  std::string tls_server_name;
+  // Bearer token sent as `authorization: Bearer <token>`; empty: none.
+  std::string token;
+  // The PEM text of the files above, read by LoadCredentials.
+  std::string ca_pem;
+  std::string cert_pem;
+  std::string key_pem;
 };
+
+// Reads the TLS files named in `options` into its *_pem fields. A usage
+// error names the option whose file is missing or a key without its
+// certificate.
+absl::Status LoadCredentials(GlobalOptions& options);
 
 // ---- Errors ---------------------------------------------------------------
 
@@ -76,6 +97,7 @@ class Client {
   v1::AuthEventIngest::Stub& ingest() { return *ingest_; }
   v1::AuthHistory::Stub& history() { return *history_; }
   v1::AuthTrailAdmin::Stub& admin() { return *admin_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
   GlobalOptions options_;
@@ -148,6 +170,9 @@ absl::Status RunDiagnose(const GlobalOptions& global,
 absl::Status RunTimeline(const GlobalOptions& global,
                          const TimelineOptions& options);
 absl::Status RunStats(const GlobalOptions& global);
+// grpc.health.v1 Check of the whole server: OK when SERVING, UNAVAILABLE
+// otherwise. Needs no credentials, so it suits container probes.
+absl::Status RunHealth(const GlobalOptions& global);
 
 }  // namespace authtrail::cli
 

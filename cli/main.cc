@@ -19,8 +19,14 @@ namespace authtrail::cli {
 namespace {
 
 constexpr char kFooter[] = R"(
-The global options --server, --json and --timeout may also follow the
-command: authtrail connections pat-000042 --json.
+The global options (--server, --json, --timeout, --tls, --tls_ca,
+--tls_cert, --tls_key, --token) may also follow the command:
+authtrail connections pat-000042 --json. The default is plaintext to
+127.0.0.1:50151; a secured server needs --tls_ca (and a client certificate
+or a token: AUTHTRAIL_TOKEN keeps it off the command line). The TLS options
+read AUTHTRAIL_CLI_TLS, AUTHTRAIL_CLI_TLS_CA, AUTHTRAIL_CLI_TLS_CERT,
+AUTHTRAIL_CLI_TLS_KEY and AUTHTRAIL_CLI_TLS_SERVER_NAME from the environment
+(not AUTHTRAIL_TLS_*, which configure the server beside it).
 
 Output: human-readable tables by default. With --json, commands that list
 (connections, events) print one JSON object per line (JSON Lines); the other
@@ -72,6 +78,26 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions& global) {
                  "Deadline of each RPC, in seconds")
       ->check(CLI::Range(0.001, 86400.0))
       ->capture_default_str();
+  app.add_flag("--tls", global.tls,
+               "Use TLS (implied by --tls_ca or --tls_cert); without "
+               "--tls_ca the system's CA roots check the server")
+      ->envname("AUTHTRAIL_CLI_TLS");
+  app.add_option("--tls_ca", global.tls_ca,
+                 "PEM CA that signed the server's certificate")
+      ->envname("AUTHTRAIL_CLI_TLS_CA");
+  app.add_option("--tls_cert", global.tls_cert,
+                 "PEM client certificate, for servers that map it to roles")
+      ->envname("AUTHTRAIL_CLI_TLS_CERT");
+  app.add_option("--tls_key", global.tls_key, "PEM key of --tls_cert")
+      ->envname("AUTHTRAIL_CLI_TLS_KEY");
+  app.add_option("--tls_server_name", global.tls_server_name,
+                 "Name to expect in the server's certificate instead of the "
+                 "host of --server")
+      ->envname("AUTHTRAIL_CLI_TLS_SERVER_NAME");
+  app.add_option("--token", global.token,
+                 "Bearer token (prefer the environment variable: a command "
+                 "line is visible to other users)")
+      ->envname("AUTHTRAIL_TOKEN");
 }
 
 void AddEmit(CLI::App& app, Options& o, Commands& commands) {
@@ -150,6 +176,14 @@ void AddTimeline(CLI::App& app, Options& o, Commands& commands) {
 void AddStats(CLI::App& app, Options& o, Commands& commands) {
   CLI::App* cmd = app.add_subcommand("stats", "Log and database statistics");
   commands.Add(cmd, [&o] { return RunStats(o.global); });
+}
+
+void AddHealth(CLI::App& app, Options& o, Commands& commands) {
+  CLI::App* cmd = app.add_subcommand(
+      "health",
+      "Whether the server is SERVING (grpc.health.v1; no credentials "
+      "needed): exit 0 if so, 1 if not");
+  commands.Add(cmd, [&o] { return RunHealth(o.global); });
 }
 
 void AddSimulate(CLI::App& app, Options& o, Commands& commands) {
@@ -265,12 +299,17 @@ int Run(int argc, char** argv) {
   AddDiagnose(app, options, commands);
   AddTimeline(app, options, commands);
   AddStats(app, options, commands);
+  AddHealth(app, options, commands);
   AddSimulate(app, options, commands);
   AddOperations(app, options, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return ReportParseError(app, error);
+  }
+  if (absl::Status loaded = LoadCredentials(options.global); !loaded.ok()) {
+    std::cerr << "authtrail: " << DescribeError(loaded) << '\n';
+    return ExitCodeOf(loaded);
   }
   for (const auto& [command, action] : commands.actions) {
     if (!command->parsed()) continue;

@@ -2,26 +2,31 @@
 // ./authtrail-data and listens on 127.0.0.1:50151.
 #include <malloc.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/escaping.h"
 #include "nlohmann/json.hpp"
+#include "services/auth.h"
 #include "services/log.h"
 #include "services/server.h"
 
 namespace {
 
-// Blocks SIGTERM and SIGINT in every thread so that main can wait for them
-// with sigwait. REQUIRES: called before any thread starts.
-sigset_t BlockStopSignals() {
+// Blocks SIGTERM, SIGINT (stop) and SIGHUP (reload the policy) in every
+// thread so that main can wait for them with sigwait. REQUIRES: called
+// before any thread starts.
+sigset_t BlockHandledSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
 }
@@ -77,6 +82,25 @@ int RunOffline(const authtrail::storage::StoreOptions& options, bool rebuild) {
   return 0;
 }
 
+// Prints the SHA-256 (hex) of a token read from standard input, for the
+// policy's "tokens" entries. One trailing newline is not part of the token.
+int HashToken() {
+  std::string token((std::istreambuf_iterator<char>(std::cin)),
+                    std::istreambuf_iterator<char>());
+  if (!token.empty() && token.back() == '\n') token.pop_back();
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  if (token.empty()) {
+    std::cerr << "--hash_token: no token on standard input\n";
+    return 2;
+  }
+  if (token.size() < 32) {
+    std::cerr << "--hash_token: warning: a token shorter than 32 characters "
+                 "is easy to guess; use e.g. `openssl rand -hex 32`\n";
+  }
+  std::cout << authtrail::services::Sha256Hex(token) << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,6 +118,8 @@ int main(int argc, char** argv) {
   bool unsafe_no_sync = false;
   bool offline_rebuild = false;
   bool offline_verify = false;
+  bool hash_token = false;
+  int max_message_mb = 8;
 
   // Each option comes from, in order of precedence: the command line, the
   // config file (--config), the environment variable, the default.
@@ -142,6 +168,56 @@ int main(int argc, char** argv) {
       ->envname("AUTHTRAIL_BLOCK_CACHE_MB")
       ->capture_default_str()
       ->check(CLI::Range(8, 1 << 20));
+  app.add_option("--tls_cert", options.tls_cert,
+                 "PEM certificate chain of the server; with --tls_key turns "
+                 "on TLS (files are re-read when they change)")
+      ->envname("AUTHTRAIL_TLS_CERT");
+  app.add_option("--tls_key", options.tls_key,
+                 "PEM private key of --tls_cert (unencrypted, owner-only)")
+      ->envname("AUTHTRAIL_TLS_KEY");
+  app.add_option("--tls_client_ca", options.tls_client_ca,
+                 "PEM CA bundle for client certificates: clients are asked "
+                 "for one and a presented one must chain to it")
+      ->envname("AUTHTRAIL_TLS_CLIENT_CA");
+  app.add_option("--tls_refresh_seconds", options.tls_refresh_seconds,
+                 "how often the TLS files are checked for rotation")
+      ->envname("AUTHTRAIL_TLS_REFRESH_SECONDS")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  app.add_flag("--plaintext", options.plaintext,
+               "serve WITHOUT TLS (loopback or a trusted network only); "
+               "needed when no --tls_cert/--tls_key is given")
+      ->envname("AUTHTRAIL_PLAINTEXT");
+  app.add_option("--policy", options.policy_file,
+                 "JSON file of identities, roles, token hashes and rate "
+                 "limits (docs/SECURITY.md); reloaded on SIGHUP. Without "
+                 "it every caller has every role")
+      ->envname("AUTHTRAIL_POLICY");
+  app.add_option("--append_rate", options.default_append_rate.events_per_second,
+                 "events per second each identity may append, unless the "
+                 "policy says otherwise; 0: no limit")
+      ->envname("AUTHTRAIL_APPEND_RATE")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  app.add_option("--append_burst", options.default_append_rate.burst,
+                 "events an identity may append at once above --append_rate "
+                 "(default: one second's worth, at least 1000)")
+      ->envname("AUTHTRAIL_APPEND_BURST")
+      ->check(CLI::Range(1.0, 1e8));
+  app.add_option("--max_message_mb", max_message_mb,
+                 "largest request or response message, in MiB (above the "
+                 "4 MiB batch limit)")
+      ->envname("AUTHTRAIL_MAX_MESSAGE_MB")
+      ->capture_default_str()
+      ->check(CLI::Range(5, 1024));
+  app.add_option("--max_concurrent_streams", options.max_concurrent_streams,
+                 "concurrent calls per client connection")
+      ->envname("AUTHTRAIL_MAX_CONCURRENT_STREAMS")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  app.add_flag("--hash_token", hash_token,
+               "print the SHA-256 hex of a token read from standard input "
+               "(for the policy's \"tokens\"), then exit");
   app.add_flag("--unsafe_no_sync", unsafe_no_sync,
                "DO NOT USE IN PRODUCTION: acknowledge appends before they "
                "are on disk (benchmarks only; a crash loses events)")
@@ -159,6 +235,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
 
+  if (hash_token) return HashToken();
   if (!authtrail::services::InitLogging(log_level)) {
     std::cerr << "--log_level: unknown level \"" << log_level << "\"\n";
     return 2;
@@ -168,6 +245,9 @@ int main(int argc, char** argv) {
   options.store.block_cache_bytes = static_cast<size_t>(block_cache_mb) << 20;
   options.store.sync = !unsafe_no_sync;
   options.shutdown_grace = absl::Seconds(grace_seconds);
+  options.max_receive_bytes = max_message_mb << 20;
+  authtrail::services::RateLimit& rate = options.default_append_rate;
+  if (rate.burst == 0) rate.burst = std::max(rate.events_per_second, 1000.0);
   if (unsafe_no_sync) {
     authtrail::services::LogEvent(
         spdlog::level::warn, "UNSAFE_NO_SYNC",
@@ -179,7 +259,16 @@ int main(int argc, char** argv) {
   if (offline_rebuild || offline_verify) {
     return RunOffline(options.store, offline_rebuild);
   }
-  sigset_t stop_signals = BlockStopSignals();
+  if (options.tls_cert.empty() && options.tls_key.empty() &&
+      !options.plaintext) {
+    std::cerr
+        << "authtraild: no transport security chosen. Either serve TLS "
+           "with --tls_cert=FILE --tls_key=FILE (and --tls_client_ca=FILE "
+           "to accept client certificates), or pass --plaintext to "
+           "serve without TLS on loopback or a trusted network.\n";
+    return 2;
+  }
+  sigset_t handled_signals = BlockHandledSignals();
 
   using authtrail::services::LogEvent;
   LogEvent(spdlog::level::info, "starting",
@@ -196,7 +285,15 @@ int main(int argc, char** argv) {
             {"head_position", (*server)->store()->HeadPosition()}});
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (sigwait(&handled_signals, &signal_number) == 0 &&
+         signal_number == SIGHUP) {
+    // A bad file keeps the policy in force; Reload logs either outcome.
+    absl::Status reloaded = (*server)->ReloadPolicy();
+    if (!reloaded.ok() && absl::IsFailedPrecondition(reloaded)) {
+      LogEvent(spdlog::level::warn, "sighup_ignored",
+               {{"reason", std::string(reloaded.message())}});
+    }
+  }
   LogEvent(spdlog::level::info, "shutting_down",
            {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
   (*server)->Shutdown();

@@ -27,7 +27,7 @@ grpc::ServerUnaryReactor* AdminService::GetStats(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetStatsRequest* request,
     authtrail::v1::Stats* response) {
-  return ServeUnary(context, metrics_, "GetStats", [&]() -> grpc::Status {
+  return ServeUnary(context, guard_, "GetStats", [&]() -> grpc::Status {
     absl::StatusOr<authtrail::v1::Stats> stats = store_->GetStats();
     if (!stats.ok()) return ToGrpc(stats.status());
     *response = std::move(*stats);
@@ -44,7 +44,7 @@ grpc::ServerUnaryReactor* AdminService::GetStats(
 grpc::ServerUnaryReactor* AdminService::StartRebuild(
     grpc::CallbackServerContext* context,
     const authtrail::v1::StartRebuildRequest* request, Operation* response) {
-  return ServeUnary(context, metrics_, "StartRebuild", [&] {
+  return ServeUnary(context, guard_, "StartRebuild", [&] {
     return Reply(operations_->StartRebuild(), response);
   });
 }
@@ -52,7 +52,7 @@ grpc::ServerUnaryReactor* AdminService::StartRebuild(
 grpc::ServerUnaryReactor* AdminService::StartVerify(
     grpc::CallbackServerContext* context,
     const authtrail::v1::StartVerifyRequest* request, Operation* response) {
-  return ServeUnary(context, metrics_, "StartVerify", [&] {
+  return ServeUnary(context, guard_, "StartVerify", [&] {
     return Reply(operations_->StartVerify(*request), response);
   });
 }
@@ -60,7 +60,7 @@ grpc::ServerUnaryReactor* AdminService::StartVerify(
 grpc::ServerUnaryReactor* AdminService::StartBackup(
     grpc::CallbackServerContext* context,
     const authtrail::v1::StartBackupRequest* request, Operation* response) {
-  return ServeUnary(context, metrics_, "StartBackup", [&] {
+  return ServeUnary(context, guard_, "StartBackup", [&] {
     return Reply(operations_->StartBackup(request->dir()), response);
   });
 }
@@ -68,7 +68,7 @@ grpc::ServerUnaryReactor* AdminService::StartBackup(
 grpc::ServerUnaryReactor* AdminService::GetOperation(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetOperationRequest* request, Operation* response) {
-  return ServeUnary(context, metrics_, "GetOperation", [&] {
+  return ServeUnary(context, guard_, "GetOperation", [&] {
     return Reply(operations_->Get(request->id()), response);
   });
 }
@@ -77,7 +77,7 @@ grpc::ServerUnaryReactor* AdminService::ReadLog(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ReadLogRequest* request,
     authtrail::v1::ReadLogResponse* response) {
-  return ServeUnary(context, metrics_, "ReadLog", [&]() -> grpc::Status {
+  return ServeUnary(context, guard_, "ReadLog", [&]() -> grpc::Status {
     if (request->max_events() < 0) {
       return InvalidArgument(
           {{"max_events", "is negative; use 0 (default 500) to 1000"}});
@@ -108,7 +108,7 @@ grpc::ServerUnaryReactor* AdminService::SetLogLevel(
     grpc::CallbackServerContext* context,
     const authtrail::v1::SetLogLevelRequest* request,
     authtrail::v1::SetLogLevelResponse* response) {
-  return ServeUnary(context, metrics_, "SetLogLevel", [&]() -> grpc::Status {
+  return ServeUnary(context, guard_, "SetLogLevel", [&]() -> grpc::Status {
     std::string previous;
     if (!services::SetLogLevel(request->level(), &previous)) {
       return InvalidArgument(

@@ -4,6 +4,7 @@
 #define AUTHTRAIL_SERVICES_ADMIN_SERVICE_H_
 
 #include "authtrail/v1/admin.grpc.pb.h"
+#include "services/auth.h"
 #include "services/metrics.h"
 #include "services/operations.h"
 #include "storage/event_store.h"
@@ -13,10 +14,13 @@ namespace authtrail::services {
 class AdminService final
     : public authtrail::v1::AuthTrailAdmin::CallbackService {
  public:
-  // `store`, `operations` and `metrics` must outlive the service.
+  // `store`, `operations`, `metrics` and `auth` must outlive the service.
+  // Every call needs the admin role.
   AdminService(storage::EventStore* store, Operations* operations,
-               Metrics* metrics)
-      : store_(store), operations_(operations), metrics_(metrics) {}
+               Metrics* metrics, Authenticator* auth)
+      : store_(store),
+        operations_(operations),
+        guard_{auth, metrics, Role::kAdmin} {}
 
   grpc::ServerUnaryReactor* GetStats(
       grpc::CallbackServerContext* context,
@@ -50,7 +54,7 @@ class AdminService final
  private:
   storage::EventStore* store_;
   Operations* operations_;
-  Metrics* metrics_;
+  CallGuard guard_;
 };
 
 }  // namespace authtrail::services

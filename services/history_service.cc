@@ -89,24 +89,22 @@ grpc::ServerUnaryReactor* HistoryService::ListConnections(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ListConnectionsRequest* request,
     authtrail::v1::ListConnectionsResponse* response) {
-  return ServeUnary(
-      context, metrics_, "ListConnections", [&]() -> grpc::Status {
-        auto v = ValidateId("patient_id", request->patient_id(), true);
-        if (!v.empty()) return InvalidArgument(v);
-        auto connections = store_->ListConnections(
-            request->patient_id(), Limits::kMaxConnectionsPerPatient);
-        if (!connections.ok()) return ToGrpc(connections.status());
-        for (auto& c : *connections)
-          *response->add_connections() = std::move(c);
-        return grpc::Status::OK;
-      });
+  return ServeUnary(context, guard_, "ListConnections", [&]() -> grpc::Status {
+    auto v = ValidateId("patient_id", request->patient_id(), true);
+    if (!v.empty()) return InvalidArgument(v);
+    auto connections = store_->ListConnections(
+        request->patient_id(), Limits::kMaxConnectionsPerPatient);
+    if (!connections.ok()) return ToGrpc(connections.status());
+    for (auto& c : *connections) *response->add_connections() = std::move(c);
+    return grpc::Status::OK;
+  });
 }
 
 grpc::ServerUnaryReactor* HistoryService::GetConnection(
     grpc::CallbackServerContext* context,
     const authtrail::v1::GetConnectionRequest* request,
     authtrail::v1::Connection* response) {
-  return ServeUnary(context, metrics_, "GetConnection", [&]() -> grpc::Status {
+  return ServeUnary(context, guard_, "GetConnection", [&]() -> grpc::Status {
     auto v = ValidateId("connection_id", request->connection_id(), true);
     if (!v.empty()) return InvalidArgument(v);
     auto connection = store_->GetConnection(request->connection_id());
@@ -120,7 +118,7 @@ grpc::ServerUnaryReactor* HistoryService::ListEvents(
     grpc::CallbackServerContext* context,
     const authtrail::v1::ListEventsRequest* request,
     authtrail::v1::ListEventsResponse* response) {
-  return ServeUnary(context, metrics_, "ListEvents", [&]() -> grpc::Status {
+  return ServeUnary(context, guard_, "ListEvents", [&]() -> grpc::Status {
     auto v = ValidateListEvents(*request);
     if (!v.empty()) return InvalidArgument(v);
     storage::EventQuery query;
@@ -157,7 +155,7 @@ grpc::ServerUnaryReactor* HistoryService::GetFailureTimeline(
     const authtrail::v1::GetFailureTimelineRequest* request,
     authtrail::v1::GetFailureTimelineResponse* response) {
   return ServeUnary(
-      context, metrics_, "GetFailureTimeline", [&]() -> grpc::Status {
+      context, guard_, "GetFailureTimeline", [&]() -> grpc::Status {
         storage::TimelineQuery query;
         if (grpc::Status s = TimelineQueryOf(*request, &query); !s.ok())
           return s;
@@ -172,15 +170,14 @@ grpc::ServerUnaryReactor* HistoryService::DiagnoseSession(
     grpc::CallbackServerContext* context,
     const authtrail::v1::DiagnoseSessionRequest* request,
     authtrail::v1::SessionDiagnosis* response) {
-  return ServeUnary(
-      context, metrics_, "DiagnoseSession", [&]() -> grpc::Status {
-        auto v = ValidateId("session_id", request->session_id(), true);
-        if (!v.empty()) return InvalidArgument(v);
-        auto diagnosis = store_->DiagnoseSession(request->session_id());
-        if (!diagnosis.ok()) return ToGrpc(diagnosis.status());
-        *response = std::move(*diagnosis);
-        return grpc::Status::OK;
-      });
+  return ServeUnary(context, guard_, "DiagnoseSession", [&]() -> grpc::Status {
+    auto v = ValidateId("session_id", request->session_id(), true);
+    if (!v.empty()) return InvalidArgument(v);
+    auto diagnosis = store_->DiagnoseSession(request->session_id());
+    if (!diagnosis.ok()) return ToGrpc(diagnosis.status());
+    *response = std::move(*diagnosis);
+    return grpc::Status::OK;
+  });
 }
 
 }  // namespace authtrail::services

@@ -5,6 +5,7 @@
 #define AUTHTRAIL_SERVICES_HISTORY_SERVICE_H_
 
 #include "authtrail/v1/history.grpc.pb.h"
+#include "services/auth.h"
 #include "services/metrics.h"
 #include "storage/event_store.h"
 
@@ -13,9 +14,11 @@ namespace authtrail::services {
 class HistoryService final
     : public authtrail::v1::AuthHistory::CallbackService {
  public:
-  // `store` and `metrics` must outlive the service.
-  HistoryService(const storage::EventStore* store, Metrics* metrics)
-      : store_(store), metrics_(metrics) {}
+  // `store`, `metrics` and `auth` must outlive the service. Every call
+  // needs the reader role.
+  HistoryService(const storage::EventStore* store, Metrics* metrics,
+                 Authenticator* auth)
+      : store_(store), guard_{auth, metrics, Role::kReader} {}
 
   grpc::ServerUnaryReactor* ListConnections(
       grpc::CallbackServerContext* context,
@@ -40,7 +43,7 @@ class HistoryService final
 
  private:
   const storage::EventStore* store_;
-  Metrics* metrics_;
+  CallGuard guard_;
 };
 
 }  // namespace authtrail::services

@@ -25,6 +25,13 @@ grpc::ServerUnaryReactor* IngestService::AppendEvents(
     refuse(alive);
     return reactor;
   }
+  // Before validation and the append: a refused call writes nothing.
+  if (grpc::Status admitted =
+          auth_->Admit(context, Role::kEmitter, "AppendEvents", offered);
+      !admitted.ok()) {
+    refuse(admitted);
+    return reactor;
+  }
   std::vector<Violation> violations = ValidateAppend(*request, received);
   if (!violations.empty()) {
     refuse(InvalidArgument(violations));

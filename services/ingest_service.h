@@ -5,6 +5,7 @@
 #define AUTHTRAIL_SERVICES_INGEST_SERVICE_H_
 
 #include "authtrail/v1/ingest.grpc.pb.h"
+#include "services/auth.h"
 #include "services/metrics.h"
 #include "storage/event_store.h"
 
@@ -13,9 +14,11 @@ namespace authtrail::services {
 class IngestService final
     : public authtrail::v1::AuthEventIngest::CallbackService {
  public:
-  // `store` and `metrics` must outlive the service.
-  IngestService(storage::EventStore* store, Metrics* metrics)
-      : store_(store), metrics_(metrics) {}
+  // `store`, `metrics` and `auth` must outlive the service. Every call
+  // needs the emitter role and passes the caller's append rate limit.
+  IngestService(storage::EventStore* store, Metrics* metrics,
+                Authenticator* auth)
+      : store_(store), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerUnaryReactor* AppendEvents(
       grpc::CallbackServerContext* context,
@@ -25,6 +28,7 @@ class IngestService final
  private:
   storage::EventStore* store_;
   Metrics* metrics_;
+  Authenticator* auth_;
 };
 
 }  // namespace authtrail::services

@@ -118,6 +118,11 @@ void Metrics::ObserveQuery(const std::string& rpc, const std::string& code,
       ->Observe(absl::ToDoubleSeconds(latency));
 }
 
+void Metrics::CountRefusal(const std::string& rpc, const std::string& code) {
+  Counter(refused_, absl::StrCat("rpc=\"", rpc, "\",code=\"", code, "\""))
+      ->fetch_add(1, std::memory_order_relaxed);
+}
+
 void Metrics::AddGauge(std::string name, std::string help,
                        std::function<double()> value) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -152,6 +157,9 @@ std::string Metrics::Render() const {
   for (const auto& [labels, histogram] : query_latency_.histograms) {
     histogram->Render("authtrail_query_latency_seconds", labels, &out);
   }
+  counters(refused_, "authtrail_refused_calls_total",
+           "Calls refused before any work: missing or wrong credentials, a "
+           "missing role, or the append rate limit; by RPC and code.");
   for (const Gauge& gauge : gauges_) {
     std::string name = gauge.name;
     std::string labels;

@@ -49,6 +49,10 @@ class Metrics {
   // Latency of one AuthHistory or AuthTrailAdmin call, and its status.
   void ObserveQuery(const std::string& rpc, const std::string& code,
                     absl::Duration latency);
+  // One call refused before its work began: UNAUTHENTICATED,
+  // PERMISSION_DENIED or RESOURCE_EXHAUSTED (rate limit). Both labels are
+  // server-chosen names, never caller text.
+  void CountRefusal(const std::string& rpc, const std::string& code);
   // A gauge computed when scraped.
   void AddGauge(std::string name, std::string help,
                 std::function<double()> value);
@@ -69,6 +73,7 @@ class Metrics {
   Labeled appended_;       // guarded by mu_ (the map; values are atomic)
   Labeled query_calls_;    // guarded by mu_
   Labeled query_latency_;  // guarded by mu_
+  Labeled refused_;        // guarded by mu_
   Histogram append_latency_;
   Histogram group_events_;
   Histogram group_write_seconds_;

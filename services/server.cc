@@ -1,11 +1,22 @@
 #include "services/server.h"
 
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "services/admin_service.h"
 #include "services/history_service.h"
 #include "services/ingest_service.h"
@@ -15,6 +26,166 @@
 #include "storage/reducers.h"
 
 namespace authtrail::services {
+namespace {
+
+// The data folder holds patient data: owner-only. Created 0700 when
+// missing (with its parents, which keep the umask's mode); an existing one
+// that others can open is served anyway, with a warning, since changing an
+// operator's folder under them could break their setup.
+absl::Status PrepareDataDir(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    std::error_code ec;
+    std::filesystem::path dir(path);
+    if (dir.has_parent_path()) {
+      std::filesystem::create_directories(dir.parent_path(), ec);
+    }
+    if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "--data_dir ", path, ": cannot create: ", std::strerror(errno)));
+    }
+    // mkdir's mode is cut by the umask; owner-only is what is wanted.
+    chmod(path.c_str(), 0700);
+    return absl::OkStatus();
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--data_dir ", path, ": exists and is not a folder"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    LogEvent(spdlog::level::warn, "data_dir_permissions",
+             {{"data_dir", path},
+              {"mode", absl::StrFormat("%04o", st.st_mode & 07777)},
+              {"warning",
+               "the data folder is open to group or others; it holds "
+               "patient data: chmod 700 it"}});
+  }
+  return absl::OkStatus();
+}
+
+// Reads PEM objects at start, so that a wrong path or a key that does not
+// belong to the certificate stops the server with a clear message instead
+// of failing every handshake later.
+absl::Status CheckTlsFiles(const ServerOptions& options) {
+  auto open = [](const std::string& flag,
+                 const std::string& path) -> absl::StatusOr<BIO*> {
+    BIO* bio = BIO_new_file(path.c_str(), "r");
+    if (bio == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", path, ": cannot read the file"));
+    }
+    return bio;
+  };
+  auto cert_bio = open("--tls_cert", options.tls_cert);
+  if (!cert_bio.ok()) return cert_bio.status();
+  X509* cert = PEM_read_bio_X509(*cert_bio, nullptr, nullptr, nullptr);
+  BIO_free(*cert_bio);
+  auto key_bio = open("--tls_key", options.tls_key);
+  if (!key_bio.ok()) {
+    X509_free(cert);
+    return key_bio.status();
+  }
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(*key_bio, nullptr, nullptr, nullptr);
+  BIO_free(*key_bio);
+  absl::Status status;
+  if (cert == nullptr) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "--tls_cert ", options.tls_cert, ": no PEM certificate in it"));
+  } else if (key == nullptr) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--tls_key ", options.tls_key,
+                     ": no PEM private key in it (or it is encrypted)"));
+  } else if (X509_check_private_key(cert, key) != 1) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "--tls_key ", options.tls_key,
+        " is not the key of the certificate in --tls_cert ", options.tls_cert));
+  }
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  if (!status.ok() || options.tls_client_ca.empty()) return status;
+  auto ca_bio = open("--tls_client_ca", options.tls_client_ca);
+  if (!ca_bio.ok()) return ca_bio.status();
+  X509* ca = PEM_read_bio_X509(*ca_bio, nullptr, nullptr, nullptr);
+  BIO_free(*ca_bio);
+  if (ca == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_client_ca ", options.tls_client_ca, ": no PEM certificate"));
+  }
+  X509_free(ca);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+AuthTrailServer::Credentials() const {
+  const ServerOptions& o = options_;
+  bool tls = !o.tls_cert.empty() || !o.tls_key.empty();
+  if (!tls && !o.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  if (!tls) {
+    if (!o.plaintext) {
+      return absl::FailedPreconditionError(
+          "no transport security chosen: give --tls_cert and --tls_key "
+          "(and --tls_client_ca for client certificates), or --plaintext "
+          "to serve without TLS on a trusted network");
+    }
+    LogEvent(spdlog::level::warn, "PLAINTEXT",
+             {{"listen", o.listen},
+              {"warning",
+               "serving WITHOUT TLS: calls, tokens and patient data cross "
+               "the network in clear text; use only on loopback or a "
+               "trusted network"}});
+    // TODO(security): bearer tokens are accepted on a plaintext port too,
+    // where anyone on the path can copy them; refusing them there would
+    // break token callers of a development server behind a trusted proxy.
+    return grpc::InsecureServerCredentials();
+  }
+  if (o.plaintext) {
+    return absl::InvalidArgumentError(
+        "--plaintext and --tls_cert/--tls_key contradict each other; "
+        "give one");
+  }
+  if (o.tls_cert.empty() || o.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both --tls_cert and --tls_key");
+  }
+  if (absl::Status s = CheckTlsFiles(o); !s.ok()) return s;
+  // TODO(security): no CRL or OCSP check of client certificates; one is
+  // revoked by removing its identity from the policy or rotating the CA.
+  // The provider re-reads the files every refresh interval: rotated
+  // certificates, keys and CA bundles take effect for new connections
+  // without a restart.
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          o.tls_key, o.tls_cert, o.tls_client_ca, o.tls_refresh_seconds);
+  grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+  tls_options.watch_identity_key_cert_pairs();
+  if (o.tls_client_ca.empty()) {
+    tls_options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    tls_options.watch_root_certs();
+    // Asked for, and verified when given; callers without one may still
+    // present a bearer token.
+    tls_options.set_cert_request_type(
+        GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  LogEvent(spdlog::level::info, "tls",
+           {{"cert", o.tls_cert},
+            {"client_ca", o.tls_client_ca.empty() ? "none" : o.tls_client_ca},
+            {"refresh_seconds", o.tls_refresh_seconds}});
+  return grpc::experimental::TlsServerCredentials(tls_options);
+}
+
+absl::Status AuthTrailServer::ReloadPolicy() {
+  if (options_.policy_file.empty()) {
+    return absl::FailedPreconditionError(
+        "no policy file to reload: the server started without --policy");
+  }
+  return auth_->Reload(options_.policy_file);
+}
 
 absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
     ServerOptions options) {
@@ -25,6 +196,29 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
   server->options_ = options;
   server->metrics_ = std::make_unique<Metrics>();
   Metrics* metrics = server->metrics_.get();
+  auto credentials = server->Credentials();
+  if (!credentials.ok()) return credentials.status();
+  std::optional<Policy> policy;
+  if (!options.policy_file.empty()) {
+    absl::StatusOr<Policy> loaded = Policy::Load(options.policy_file);
+    if (!loaded.ok()) return loaded.status();
+    LogEvent(spdlog::level::info, "policy_loaded",
+             {{"path", options.policy_file},
+              {"identities", loaded->identity_count()},
+              {"tokens", loaded->token_count()}});
+    policy = std::move(*loaded);
+  } else {
+    LogEvent(spdlog::level::warn, "NO_POLICY",
+             {{"warning",
+               "no --policy: EVERY caller may append, read and administer; "
+               "give a policy file to require identities and roles"}});
+  }
+  server->auth_ = std::make_unique<Authenticator>(
+      std::move(policy), options.default_append_rate, metrics);
+  Authenticator* auth = server->auth_.get();
+  if (absl::Status s = PrepareDataDir(options.store.data_dir); !s.ok()) {
+    return s;
+  }
   options.store.on_group_commit = [metrics](size_t events,
                                             absl::Duration write_time) {
     metrics->ObserveGroupCommit(events, write_time);
@@ -37,19 +231,16 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
             {"head_position", server->store_->HeadPosition()}});
 
   server->ingest_ =
-      std::make_unique<IngestService>(server->store_.get(), metrics);
+      std::make_unique<IngestService>(server->store_.get(), metrics, auth);
   server->history_ =
-      std::make_unique<HistoryService>(server->store_.get(), metrics);
+      std::make_unique<HistoryService>(server->store_.get(), metrics, auth);
   server->operations_ = std::make_unique<Operations>(server->store_.get());
   server->admin_ = std::make_unique<AdminService>(
-      server->store_.get(), server->operations_.get(), metrics);
+      server->store_.get(), server->operations_.get(), metrics, auth);
   server->AddGauges();
 
   grpc::ServerBuilder builder;
-  // TODO(tls): plaintext only, for loopback or a trusted network; TLS,
-  // caller identities and roles are not built yet.
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.listen, *credentials, &server->port_);
   // One server per port: a second one must fail, not share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Keepalive: ping idle clients every minute and drop those that do not
@@ -61,7 +252,8 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // Bounded concurrent calls per connection.
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 256);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_concurrent_streams);
   builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
   builder.SetMaxSendMessageSize(options.max_receive_bytes);
   builder.RegisterService(server->ingest_.get());

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "services/auth.h"
 #include "services/metrics.h"
 #include "services/validation.h"
 
@@ -36,19 +37,20 @@ std::string CodeName(grpc::StatusCode code);
 grpc::Status CheckAlive(grpc::CallbackServerContext* context);
 
 // Runs `body` (returning grpc::Status) for a unary call unless the call is
-// already dead, finishes the call with its status, and records the call's
-// latency and code under `rpc`.
+// already dead or its caller lacks `guard.role`, finishes the call with its
+// status, and records the call's latency and code under `rpc`.
 template <typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
-                                     Metrics* metrics, const char* rpc,
+                                     const CallGuard& guard, const char* rpc,
                                      Body body) {
   absl::Time started = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   std::string request_id = EchoRequestId(context);
   grpc::Status status = CheckAlive(context);
+  if (status.ok()) status = guard.auth->Admit(context, guard.role, rpc);
   if (status.ok()) status = body();
   absl::Duration took = absl::Now() - started;
-  metrics->ObserveQuery(rpc, CodeName(status.error_code()), took);
+  guard.metrics->ObserveQuery(rpc, CodeName(status.error_code()), took);
   LogCall(rpc, status, took, request_id);
   reactor->Finish(status);
   return reactor;

@@ -106,6 +106,7 @@ class Daemon {
       .filter(([k]) => !k.startsWith('AUTHTRAIL_'))); // no stray options
     this.child = spawn(this.binary, [
       '--listen=127.0.0.1:0',
+      '--plaintext', // loopback only; plaintext must be asked for
       `--data_dir=${path.join(this.workDir, 'data')}`,
       '--metrics_listen=off',
       '--log_level=info',

@@ -135,7 +135,8 @@ class Daemon:
                if not k.startswith("AUTHTRAIL_")}
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [self.binary, "--listen=127.0.0.1:0",
+            # Loopback only, so plaintext (which must be asked for).
+            [self.binary, "--listen=127.0.0.1:0", "--plaintext",
              f"--data_dir={self.data_dir}", "--metrics_listen=off",
              "--log_level=info", "--shutdown_grace_seconds=5"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,

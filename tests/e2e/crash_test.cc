@@ -61,7 +61,7 @@ class Daemon {
       std::string listen = absl::StrCat("--listen=", address());
       std::string data = absl::StrCat("--data_dir=", data_dir_);
       execl(AUTHTRAILD_PATH, AUTHTRAILD_PATH, listen.c_str(), data.c_str(),
-            "--log_level=warn", "--shutdown_grace_seconds=5",
+            "--plaintext", "--log_level=warn", "--shutdown_grace_seconds=5",
             "--metrics_listen=off", static_cast<char*>(nullptr));
       _exit(127);
     }

@@ -22,6 +22,7 @@ TEST(MetricsTest, AppendsRefusalsAndQueriesAreCounted) {
   TempDir temp;
   int metrics_port = FreePort();
   services::ServerOptions options;
+  options.plaintext = true;
   options.listen = "127.0.0.1:0";
   options.metrics_listen = absl::StrCat("127.0.0.1:", metrics_port);
   options.store.data_dir = temp.path() + "/data";
@@ -86,6 +87,7 @@ TEST(MetricsTest, APortInUseIsAnErrorAtStart) {
   TempDir temp;
   TestServer first;
   services::ServerOptions options;
+  options.plaintext = true;
   options.listen = first.address();
   options.store.data_dir = temp.path() + "/data";
   auto second = services::AuthTrailServer::Start(options);

@@ -26,13 +26,28 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+namespace {
+
+TestServerOptions PlainOptions(std::string data_dir,
+                               absl::Duration stall_window) {
+  TestServerOptions options;
+  options.data_dir = std::move(data_dir);
+  options.stall_window = stall_window;
+  return options;
+}
+
+}  // namespace
+
 TestServer::TestServer(std::string data_dir, absl::Duration stall_window)
-    : stall_window_(stall_window) {
-  if (data_dir.empty()) {
+    : TestServer(PlainOptions(std::move(data_dir), stall_window)) {}
+
+TestServer::TestServer(TestServerOptions options)
+    : options_(std::move(options)) {
+  if (options_.data_dir.empty()) {
     temp_ = std::make_unique<TempDir>();
-    data_dir = temp_->path() + "/data";
+    options_.data_dir = temp_->path() + "/data";
   }
-  data_dir_ = std::move(data_dir);
+  data_dir_ = options_.data_dir;
   Start();
 }
 
@@ -42,8 +57,16 @@ void TestServer::Start() {
   services::ServerOptions options;
   options.listen = absl::StrCat("127.0.0.1:", port_);
   options.store.data_dir = data_dir_;
-  options.store.stall_window = stall_window_;
+  options.store.stall_window = options_.stall_window;
   options.shutdown_grace = absl::Seconds(5);
+  options.tls_cert = options_.tls_cert;
+  options.tls_key = options_.tls_key;
+  options.tls_client_ca = options_.tls_client_ca;
+  options.tls_refresh_seconds = options_.tls_refresh_seconds;
+  options.plaintext = options_.tls_cert.empty();
+  options.policy_file = options_.policy_file;
+  options.default_append_rate = options_.default_append_rate;
+  options.metrics_listen = options_.metrics_listen;
   auto server = services::AuthTrailServer::Start(options);
   if (!server.ok()) {
     ADD_FAILURE() << "server did not start: " << server.status();
@@ -51,7 +74,10 @@ void TestServer::Start() {
   }
   server_ = std::move(*server);
   port_ = server_->port();
-  channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  channel_ =
+      grpc::CreateChannel(address(), options_.client_credentials != nullptr
+                                         ? options_.client_credentials
+                                         : grpc::InsecureChannelCredentials());
   ingest_ = authtrail::v1::AuthEventIngest::NewStub(channel_);
   history_ = authtrail::v1::AuthHistory::NewStub(channel_);
   admin_ = authtrail::v1::AuthTrailAdmin::NewStub(channel_);

@@ -24,11 +24,29 @@ class TempDir {
   std::string path_;
 };
 
+// How a TestServer is set up beyond the defaults (plaintext, no policy).
+struct TestServerOptions {
+  std::string data_dir;  // a fresh temporary folder when empty
+  absl::Duration stall_window = absl::Minutes(30);
+  // TLS files (PEM); plaintext when tls_cert is empty.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  unsigned tls_refresh_seconds = 60;
+  std::string policy_file;
+  services::RateLimit default_append_rate;
+  std::string metrics_listen;  // HOST:PORT, or empty for none
+  // Credentials of the stubs below; insecure when null.
+  std::shared_ptr<grpc::ChannelCredentials> client_credentials;
+};
+
 class TestServer {
  public:
-  // Starts on `data_dir` (a fresh temporary folder when empty).
+  // Starts on `data_dir` (a fresh temporary folder when empty), plaintext
+  // and without a policy.
   explicit TestServer(std::string data_dir = "",
                       absl::Duration stall_window = absl::Minutes(30));
+  explicit TestServer(TestServerOptions options);
   ~TestServer();
 
   // Stops the server and starts it again on the same folder and port.
@@ -47,7 +65,7 @@ class TestServer {
 
   std::unique_ptr<TempDir> temp_;
   std::string data_dir_;
-  absl::Duration stall_window_;
+  TestServerOptions options_;
   int port_ = 0;
   std::unique_ptr<services::AuthTrailServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
