@@ -515,6 +515,12 @@ Finding SignedIn(const SessionReader& r, const Finding& portal) {
   const EventRef* consent =
       r.EarliestFrom(authtrail::v1::STEP_CONSENT, after_sign_in);
   if (consent != nullptr) return r.Yes(*consent, "inferred from a later step");
+  // Any token exchange means a code was issued, so the patient signed in
+  // (an earlier failed sign-in was retried), as question three infers too.
+  if (const EventRef* ex =
+          r.EarliestFrom(authtrail::v1::STEP_TOKEN_EXCHANGE, kAnyOutcome)) {
+    return r.Yes(*ex, "inferred from the token exchange");
+  }
   if (sign_in.has_failed()) return r.No(&sign_in.failed(), "sign-in failed");
   if (sign_in.has_denied()) return r.No(&sign_in.denied(), "sign-in refused");
   if (sign_in.has_started()) return r.Unfinished(sign_in.started(), "sign-in");

@@ -1159,6 +1159,31 @@ TEST_F(DiagnoseTest, LaterStepsAreEvidenceForEarlierOnes) {
   EXPECT_EQ(d.furthest_step(), v1::STEP_OAUTH_CALLBACK);
 }
 
+// The funnel never answers a later question YES and an earlier one NO:
+// any token exchange means a code was issued, so the patient signed in.
+TEST_F(DiagnoseTest, ASilentExchangeAloneStillMeansSignedIn) {
+  Apply(Attempt("a", "s-1", v1::STEP_TOKEN_EXCHANGE, kT0).Started());
+  SessionDiagnosis d = Diagnosis(kT0 + absl::Hours(24));
+
+  ExpectAnswer(d.reached_portal(), v1::ANSWER_YES, 1);
+  ExpectAnswer(d.signed_in(), v1::ANSWER_YES, 1);
+  ExpectAnswer(d.approved_access(), v1::ANSWER_YES, 1);
+  EXPECT_EQ(d.token_exchanged().answer(), v1::ANSWER_UNKNOWN);
+}
+
+TEST_F(DiagnoseTest, AFailedSignInFollowedByAnExchangeWasRetried) {
+  Apply(Attempt("a", "s-1", v1::STEP_SIGN_IN, kT0).Failed("server_error", 500));
+  Apply(Attempt("b", "s-1", v1::STEP_TOKEN_EXCHANGE, kT0 + absl::Minutes(4))
+            .Failed("invalid_grant", 400));
+  SessionDiagnosis d = Diagnosis(kT0 + absl::Hours(24));
+
+  ExpectAnswer(d.signed_in(), v1::ANSWER_YES, 2);
+  ExpectAnswer(d.approved_access(), v1::ANSWER_YES, 2);
+  ExpectAnswer(d.token_exchanged(), v1::ANSWER_NO, 2);
+  // The first failure stays the root cause.
+  EXPECT_EQ(d.root_cause().error_code(), "server_error");
+}
+
 TEST_F(DiagnoseTest, FurthestStepIsTheHighestStepWithAnEvent) {
   Apply(Attempt("a", "s-1", v1::STEP_PORTAL_REDIRECT, kT0).Started());
   EXPECT_EQ(Diagnosis(kT0).furthest_step(), v1::STEP_PORTAL_REDIRECT);
