@@ -51,6 +51,7 @@
 #include "fuzz/recipe.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/stubs/logging.h"
 #include "services/validation.h"
 #include "storage/proto_time.h"
 #include "storage/reducers.h"
@@ -696,6 +697,13 @@ class Trail {
 
 }  // namespace
 }  // namespace authtrail::fuzz
+
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  // Parse errors (e.g. invalid UTF-8 in a string field) are expected
+  // here; protobuf's log lines about them would bury the fuzzer's output.
+  google::protobuf::SetLogHandler(nullptr);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using authtrail::fuzz::Trail;
