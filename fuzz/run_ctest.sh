@@ -11,6 +11,11 @@ set -euo pipefail
 fuzzer="$1"
 src="$2"
 seconds="${AUTHTRAIL_FUZZ_SECONDS:-25}"
+# libFuzzer reads 0 as "no limit".
+if ! [ "$seconds" -ge 1 ] 2>/dev/null; then
+  echo "FAIL: AUTHTRAIL_FUZZ_SECONDS must be a whole number >= 1" >&2
+  exit 1
+fi
 
 if [ ! -x "$fuzzer" ]; then
   echo "FAIL: fuzzer binary $fuzzer is missing: the clang build of fuzz/" \
