@@ -19,7 +19,7 @@ using authtrail::v1::RecordedEvent;
 // Events replayed per write batch.
 constexpr size_t kReplayChunk = 2000;
 // Decoded records a replay keeps between chunks, at most.
-constexpr size_t kReplayCarriedEntries = 200'000;
+constexpr size_t kReplayCarriedEntries = 32'768;
 // A rebuild pauses appends only for the last stretch of at most this many
 // events.
 constexpr uint64_t kCatchUpEvents = 5000;
