@@ -52,12 +52,11 @@
 #include "authtrail/v1/history.pb.h"
 #include "authtrail/v1/ingest.pb.h"
 #include "fuzz/recipe.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/stubs/logging.h"
 #include "services/validation.h"
 #include "storage/proto_time.h"
 #include "storage/reducers.h"
+#include "storage/serialize.h"
 
 namespace authtrail::fuzz {
 namespace {
@@ -76,19 +75,9 @@ using storage::SessionRecord;
 
 constexpr absl::Duration kStall = absl::Minutes(30);
 
-// The same stable serialization the store uses (SerializeStable in
-// storage/event_store.cc, which links RocksDB and so is not built here).
-// TODO(fuzz-stable): use the store's own once it lives in a file without
-// RocksDB, so that the two cannot drift apart.
+// The store's own stable serialization, so that the two cannot drift.
 std::string Stable(const google::protobuf::MessageLite& message) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
-  }
-  return out;
+  return authtrail::storage::SerializeStable(message);
 }
 
 [[noreturn]] void Fail(const std::string& what, const std::string& detail) {

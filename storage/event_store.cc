@@ -12,8 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
 #include "storage/keys.h"
@@ -120,17 +118,6 @@ absl::StatusOr<Head> ReadHead(rocksdb::DB* db,
 }
 
 }  // namespace
-
-std::string SerializeStable(const google::protobuf::MessageLite& message) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
-  }
-  return out;
-}
 
 std::string GenesisHash() { return std::string(kChainHashBytes, '\0'); }
 

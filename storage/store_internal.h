@@ -11,6 +11,7 @@
 #include "rocksdb/db.h"
 #include "storage/event_store.h"
 #include "storage/proto_time.h"
+#include "storage/serialize.h"
 
 namespace authtrail::storage {
 
@@ -56,10 +57,6 @@ std::string DerivedColumnName(std::string_view base, uint64_t generation);
 inline constexpr const char* kDerivedColumns[] = {
     kIndexColumn, kConnectionColumn, kSessionColumn, kTimelineColumn};
 
-// Serializes with a stable byte order (map entries sorted), so that equal
-// messages give equal bytes: projections replayed from the log match the
-// live ones byte for byte, and retries can be compared by their bytes.
-std::string SerializeStable(const google::protobuf::MessageLite& message);
 
 // A log value is the record's chain hash followed by the record:
 //   hash (32 bytes) | RecordedEvent, serialized stably
