@@ -180,10 +180,20 @@ std::string DescribeError(const absl::Status& status) {
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view rpc,
                       const GlobalOptions& options) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(
-      static_cast<absl::StatusCode>(status.error_code()),
-      absl::StrCat(rpc, " (server ", options.server,
-                   "): ", status.error_message(), BadRequestFields(status)));
+  // A refused handshake looks like a server that is not there.
+  std::string hint;
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    bool tls =
+        options.tls || !options.tls_ca.empty() || !options.tls_cert.empty();
+    hint = tls ? "\n  (is authtraild running there? It may also have refused "
+                 "this client's certificate)"
+               : "\n  (is authtraild running there? If it serves TLS, add "
+                 "--tls_ca)";
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(rpc, " (server ", options.server,
+                                   "): ", status.error_message(),
+                                   BadRequestFields(status), hint));
 }
 
 // ---- Client ---------------------------------------------------------------

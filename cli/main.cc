@@ -155,11 +155,16 @@ void AddDiagnose(CLI::App& app, Options& o, Commands& commands) {
 
 void AddTimeline(CLI::App& app, Options& o, Commands& commands) {
   CLI::App* cmd = app.add_subcommand(
-      "timeline", "Failures over time of a patient, connection or source");
+      "timeline",
+      "Failures over time of a patient, connection or source (exactly one "
+      "of --patient, --connection, --source)");
   TimelineOptions& t = o.timeline;
-  CLI::Option* patient = cmd->add_option("--patient", t.patient_id);
-  CLI::Option* connection = cmd->add_option("--connection", t.connection_id);
-  CLI::Option* source = cmd->add_option("--source", t.source_id);
+  CLI::Option* patient =
+      cmd->add_option("--patient", t.patient_id, "Patient id to count for");
+  CLI::Option* connection = cmd->add_option("--connection", t.connection_id,
+                                            "Connection id to count for");
+  CLI::Option* source =
+      cmd->add_option("--source", t.source_id, "Source id to count for");
   patient->excludes(connection)->excludes(source);
   connection->excludes(source);
   cmd->add_option("--since", t.since, "Start (default: --until minus 7d)");
@@ -203,7 +208,7 @@ void AddSimulate(CLI::App& app, Options& o, Commands& commands) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_option("--start", s.start,
-                  "Simulated day 0 (default: start of the hour, --days ago)");
+                  "Simulated day 0 (default: midnight UTC, --days ago)");
   cmd->add_option("--days", s.days, "Simulated days")
       ->check(CLI::Range(1, 365))
       ->capture_default_str();
@@ -264,7 +269,7 @@ void AddOperations(CLI::App& app, Options& o, Commands& commands) {
   imp->add_option("file", o.import_log.file,
                   "Input file; stdin when - or "
                   "absent");
-  imp->add_option("--batch", o.import_log.batch, "Events per AppendEvents")
+  imp->add_option("--batch", o.import_log.batch, "Events per AppendEvents call")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   commands.Add(imp, [&o] { return RunImport(o.global, o.import_log); });

@@ -27,8 +27,8 @@ struct SimulateOptions {
   int concurrency = 8;
   // Events per AppendEvents call.
   int batch = 50;
-  // RFC 3339 instant of simulated day 0; empty: the start of the hour ten
-  // days ago, so that the simulated days end about now.
+  // RFC 3339 instant of simulated day 0; empty: midnight UTC `days` ago,
+  // so that the simulated days end at the start of today.
   std::string start;
   // Length of the simulated period.
   int days = 10;

@@ -1,6 +1,7 @@
 // authtraild: the authtrail server. With no flags it keeps its data in
 // ./authtrail-data and listens on 127.0.0.1:50151.
 #include <malloc.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <csignal>
@@ -108,6 +109,9 @@ int main(int argc, char** argv) {
   // arenas: two arenas and mmap for large blocks give it back.
   mallopt(M_ARENA_MAX, 2);
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  // Everything the server creates (database files, backups) is the
+  // owner's alone: it holds patient identifiers.
+  umask(0077);
   authtrail::services::ServerOptions options;
   options.store.data_dir = "authtrail-data";
   options.metrics_listen = "127.0.0.1:50152";

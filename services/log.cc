@@ -2,9 +2,30 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "grpc/support/log.h"
 #include "spdlog/sinks/stdout_sinks.h"
 
 namespace authtrail::services {
+namespace {
+
+// gRPC's own messages (transport and handshake errors) as JSON lines of
+// event "grpc", so that the log stays one object per line. Its errors are
+// mostly about peers (a refused TLS handshake), so they come out as warn.
+void GrpcToLog(gpr_log_func_args* args) {
+  spdlog::level::level_enum level = spdlog::level::debug;
+  if (args->severity == GPR_LOG_SEVERITY_INFO) level = spdlog::level::info;
+  if (args->severity == GPR_LOG_SEVERITY_ERROR) level = spdlog::level::warn;
+  std::string_view file = args->file != nullptr ? args->file : "";
+  if (size_t slash = file.rfind('/'); slash != std::string_view::npos) {
+    file.remove_prefix(slash + 1);
+  }
+  LogEvent(level, "grpc",
+           {{"source", absl::StrCat(std::string(file), ":", args->line)},
+            {"message", args->message != nullptr ? args->message : ""}});
+}
+
+}  // namespace
 
 bool InitLogging(std::string_view level) {
   spdlog::level::level_enum parsed =
@@ -17,6 +38,7 @@ bool InitLogging(std::string_view level) {
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
+  gpr_set_log_function(GrpcToLog);
   return true;
 }
 

@@ -270,7 +270,8 @@ absl::StatusOr<std::unique_ptr<AuthTrailServer>> AuthTrailServer::Start(
         MetricsServer::Start(options.metrics_listen, metrics);
     if (server->metrics_server_ == nullptr) {
       return absl::UnavailableError(
-          absl::StrCat("cannot serve metrics on ", options.metrics_listen));
+          absl::StrCat("cannot serve metrics on ", options.metrics_listen,
+                       " (in use? give --metrics_listen=HOST:PORT, or off)"));
     }
   }
   // Health answers for the server as a whole ("") and for each service.
