@@ -31,11 +31,10 @@
 #include "authtrail/v1/admin.grpc.pb.h"
 #include "authtrail/v1/history.grpc.pb.h"
 #include "authtrail/v1/ingest.grpc.pb.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "storage/serialize.h"
 #include "tests/testing/events.h"
 #include "tests/testing/test_server.h"
 
@@ -241,14 +240,7 @@ std::string ReadFile(const std::string& path) {
 
 // Deterministic bytes of a message (maps sorted), unknown fields included.
 std::string Bytes(const google::protobuf::Message& message) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
-  }
-  return out;
+  return storage::SerializeStable(message);
 }
 
 v1::Stats GetStats(TestServer& server) {
