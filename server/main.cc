@@ -12,6 +12,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/escaping.h"
+#include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "services/auth.h"
 #include "services/log.h"
@@ -109,6 +110,10 @@ int main(int argc, char** argv) {
   // arenas: two arenas and mmap for large blocks give it back.
   mallopt(M_ARENA_MAX, 2);
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  // Debian's Abseil checks every mutex acquisition for lock-order cycles,
+  // which gRPC's locks pay for on every call; a debugging aid, not for
+  // serving.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Everything the server creates (database files, backups) is the
   // owner's alone: it holds patient identifiers.
   umask(0077);
