@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "services/page_token.h"
 #include "services/status_util.h"
 #include "services/validation.h"
@@ -12,6 +14,38 @@ namespace authtrail::services {
 namespace {
 
 using google::protobuf::Timestamp;
+
+// Appends a length-delimited field (wire type 2) numbered below 16.
+void AppendField(int number, std::string_view bytes, std::string* out) {
+  uint8_t head[1 + 5];  // tag, then a varint32 of at most 5 bytes
+  head[0] = static_cast<uint8_t>(number << 3 | 2);
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(bytes.size()), head + 1);
+  out->append(reinterpret_cast<const char*>(head), end - head);
+  out->append(bytes);
+}
+
+// A ListEventsResponse in its wire encoding: each event (a serialized
+// RecordedEvent) as field 1, then the page token as field 2. The buffer is
+// handed to gRPC without a copy.
+grpc::ByteBuffer EncodeListEventsResponse(
+    const std::vector<std::string>& events, const std::string& token) {
+  constexpr int kEventsField =
+      authtrail::v1::ListEventsResponse::kEventsFieldNumber;
+  constexpr int kTokenField =
+      authtrail::v1::ListEventsResponse::kNextPageTokenFieldNumber;
+  static_assert(kEventsField < 16 && kTokenField < 16);
+  size_t size = token.size() + 6;
+  for (const std::string& e : events) size += e.size() + 6;
+  auto* out = new std::string();
+  out->reserve(size);
+  for (const std::string& e : events) AppendField(kEventsField, e, out);
+  if (!token.empty()) AppendField(kTokenField, token, out);
+  grpc::Slice slice(
+      out->data(), out->size(),
+      [](void* owned) { delete static_cast<std::string*>(owned); }, out);
+  return grpc::ByteBuffer(&slice, 1);
+}
 
 absl::Duration ToDuration(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
@@ -115,25 +149,32 @@ grpc::ServerUnaryReactor* HistoryService::GetConnection(
 }
 
 grpc::ServerUnaryReactor* HistoryService::ListEvents(
-    grpc::CallbackServerContext* context,
-    const authtrail::v1::ListEventsRequest* request,
-    authtrail::v1::ListEventsResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request_bytes,
+    grpc::ByteBuffer* response) {
   return ServeUnary(context, guard_, "ListEvents", [&]() -> grpc::Status {
-    auto v = ValidateListEvents(*request);
+    authtrail::v1::ListEventsRequest request;
+    // The reader only reads the buffer's slices.
+    grpc::ProtoBufferReader reader(
+        const_cast<grpc::ByteBuffer*>(request_bytes));
+    if (!request.ParseFromZeroCopyStream(&reader)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the request is not a ListEventsRequest");
+    }
+    auto v = ValidateListEvents(request);
     if (!v.empty()) return InvalidArgument(v);
     storage::EventQuery query;
-    query.filter = request->filter();
-    if (request->has_start_time()) query.start = request->start_time();
-    if (request->has_end_time()) query.end = request->end_time();
-    query.oldest_first = request->oldest_first();
-    size_t asked = static_cast<size_t>(request->page_size());
+    query.filter = request.filter();
+    if (request.has_start_time()) query.start = request.start_time();
+    if (request.has_end_time()) query.end = request.end_time();
+    query.oldest_first = request.oldest_first();
+    size_t asked = static_cast<size_t>(request.page_size());
     query.limit = asked == 0 ? Limits::kDefaultPageSize
                              : std::min(asked, Limits::kMaxPageSize);
     // Room for the next page token beside the events.
     query.max_bytes =
         Limits::kMaxResponseBytes - Limits::kMaxPageTokenBytes - 8;
-    if (!request->page_token().empty()) {
-      absl::StatusOr<storage::Cursor> cursor = DecodePageToken(*request);
+    if (!request.page_token().empty()) {
+      absl::StatusOr<storage::Cursor> cursor = DecodePageToken(request);
       if (!cursor.ok()) {
         return InvalidArgument(
             {{"page_token", std::string(cursor.status().message())}});
@@ -142,10 +183,9 @@ grpc::ServerUnaryReactor* HistoryService::ListEvents(
     }
     absl::StatusOr<storage::EventPage> page = store_->ListEvents(query);
     if (!page.ok()) return ToGrpc(page.status());
-    for (auto& e : page->events) *response->add_events() = std::move(e);
-    if (page->next.has_value()) {
-      response->set_next_page_token(EncodePageToken(*request, *page->next));
-    }
+    std::string token;
+    if (page->next.has_value()) token = EncodePageToken(request, *page->next);
+    *response = EncodeListEventsResponse(page->events, token);
     return grpc::Status::OK;
   });
 }

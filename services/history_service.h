@@ -11,8 +11,11 @@
 
 namespace authtrail::services {
 
+// ListEvents is served as raw bytes: its reply is assembled from the log's
+// stored event encodings instead of parsed and encoded again.
 class HistoryService final
-    : public authtrail::v1::AuthHistory::CallbackService {
+    : public authtrail::v1::AuthHistory::WithRawCallbackMethod_ListEvents<
+          authtrail::v1::AuthHistory::CallbackService> {
  public:
   // `store`, `metrics` and `auth` must outlive the service. Every call
   // needs the reader role.
@@ -28,10 +31,10 @@ class HistoryService final
       grpc::CallbackServerContext* context,
       const authtrail::v1::GetConnectionRequest* request,
       authtrail::v1::Connection* response) override;
-  grpc::ServerUnaryReactor* ListEvents(
-      grpc::CallbackServerContext* context,
-      const authtrail::v1::ListEventsRequest* request,
-      authtrail::v1::ListEventsResponse* response) override;
+  // A ListEventsRequest in, a ListEventsResponse out, both encoded.
+  grpc::ServerUnaryReactor* ListEvents(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetFailureTimeline(
       grpc::CallbackServerContext* context,
       const authtrail::v1::GetFailureTimelineRequest* request,

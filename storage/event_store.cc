@@ -680,7 +680,7 @@ absl::Status EventStore::GroupCommit::Write(const AuthEvent& event,
   batch_.Put(cf_.log, log_key, EncodeLogValue(chain_, record));
   batch_.Put(cf_.event_ids, event.event_id(), log_key);
   written_[event.event_id()] = {position, bytes};
-  return projections_.Apply(recorded);
+  return projections_.Apply(recorded, record);
 }
 
 // A group ready to be written, and the answers owed once it is.

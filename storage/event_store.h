@@ -89,7 +89,9 @@ struct EventQuery {
 };
 
 struct EventPage {
-  std::vector<authtrail::v1::RecordedEvent> events;
+  // Each a serialized authtrail.v1.RecordedEvent, the bytes the log holds:
+  // a reply can carry them as they are, with no parsing or re-encoding.
+  std::vector<std::string> events;
   // Set when more events may follow.
   std::optional<Cursor> next;
 };

@@ -126,36 +126,72 @@ std::string TimeBound(const std::string& prefix, const Timestamp& time) {
   return key;
 }
 
-// Reads log records by position, in the order given, with one batched
-// lookup (RocksDB sorts the keys and reads each block once).
-absl::Status ReadLog(const SnapshotReader& reader,
-                     rocksdb::ColumnFamilyHandle* log,
-                     const std::vector<uint64_t>& positions,
-                     std::vector<RecordedEvent>* out) {
-  size_t n = positions.size();
+// Fills in the log records named by `positions`: (*records)[i], when not
+// empty, already holds the record (carried by its index entry); the others
+// are read from the log with one batched lookup (RocksDB sorts the keys and
+// reads each block once). A record is a serialized RecordedEvent, the log
+// value without its chain hash; it is not parsed here.
+absl::Status ReadRecords(const SnapshotReader& reader,
+                         rocksdb::ColumnFamilyHandle* log,
+                         const std::vector<uint64_t>& positions,
+                         std::vector<std::string>* records) {
+  records->resize(positions.size());
+  std::vector<size_t> wanted;
   std::vector<std::string> keys;
-  keys.reserve(n);
-  for (uint64_t p : positions) keys.push_back(LogKey(p));
+  for (size_t i = 0; i < positions.size(); ++i) {
+    if (!(*records)[i].empty()) continue;
+    wanted.push_back(i);
+    keys.push_back(LogKey(positions[i]));
+  }
+  if (wanted.empty()) return absl::OkStatus();
+  size_t n = wanted.size();
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
   reader.db()->MultiGet(reader.options(), log, n, slices.data(), values.data(),
                         statuses.data(), /*sorted_input=*/false);
-  out->reserve(out->size() + n);
-  for (size_t i = 0; i < n; ++i) {
-    if (!statuses[i].ok()) {
+  for (size_t j = 0; j < n; ++j) {
+    uint64_t position = positions[wanted[j]];
+    if (!statuses[j].ok()) {
       return absl::DataLossError(absl::StrCat(
-          "index names position ", positions[i],
-          " but the log cannot give it: ", statuses[i].ToString()));
+          "index names position ", position,
+          " but the log cannot give it: ", statuses[j].ToString()));
     }
-    RecordedEvent& event = out->emplace_back();
-    if (absl::Status s =
-            DecodeLogValue(values[i].ToStringView(), positions[i], &event);
-        !s.ok()) {
-      return s;
+    if (values[j].size() <= kChainHashBytes) {
+      return absl::DataLossError(
+          absl::StrCat("log record ", position, " is too short"));
+    }
+    (*records)[wanted[j]].assign(
+        values[j].ToStringView().substr(kChainHashBytes));
+  }
+  return absl::OkStatus();
+}
+
+// As ReadRecords, then parsed.
+absl::Status ReadEvents(const SnapshotReader& reader,
+                        rocksdb::ColumnFamilyHandle* log,
+                        const std::vector<uint64_t>& positions,
+                        std::vector<std::string> records,
+                        std::vector<RecordedEvent>* out) {
+  if (absl::Status s = ReadRecords(reader, log, positions, &records); !s.ok()) {
+    return s;
+  }
+  out->reserve(out->size() + records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (!out->emplace_back().ParseFromString(records[i])) {
+      return absl::DataLossError(
+          absl::StrCat("log record ", positions[i], " does not parse"));
     }
   }
   return absl::OkStatus();
+}
+
+// Reads log records by position, in the order given.
+absl::Status ReadLog(const SnapshotReader& reader,
+                     rocksdb::ColumnFamilyHandle* log,
+                     const std::vector<uint64_t>& positions,
+                     std::vector<RecordedEvent>* out) {
+  return ReadEvents(reader, log, positions, {}, out);
 }
 
 int64_t FloorDiv(int64_t a, int64_t b) {
@@ -242,14 +278,17 @@ absl::StatusOr<bool> AnyMatch(const SnapshotReader& reader, const Columns& cols,
   size_t scanned = 0;
   while (scan.Valid()) {
     std::vector<uint64_t> positions;
+    std::vector<std::string> records;
     for (; scan.Valid() && positions.size() < kReadChunk; scan.Next()) {
       if (scanned++ >= kMaxScannedEntries) return true;
       std::optional<IndexEntry> entry = DecodeIndexSuffix(prefix, scan.key());
       if (!entry.has_value()) return absl::DataLossError("malformed index key");
       positions.push_back(entry->position);
+      records.emplace_back(scan.value());
     }
     std::vector<RecordedEvent> events;
-    if (absl::Status s = ReadLog(reader, cols.log, positions, &events);
+    if (absl::Status s = ReadEvents(reader, cols.log, positions,
+                                    std::move(records), &events);
         !s.ok()) {
       return s;
     }
@@ -364,10 +403,12 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   size_t scanned = 0;
   size_t bytes = 0;
   std::optional<Cursor> last_scanned;
+  Cursor last_returned;
   bool full = false;
   while (scan.Valid() && !full && scanned < kMaxScannedEntries) {
     std::vector<uint64_t> positions;
     std::vector<Cursor> cursors;
+    std::vector<std::string> events;
     // When every entry matches, read no further than the page needs.
     size_t chunk = answers
                        ? std::clamp<size_t>(query.limit - page.events.size(), 1,
@@ -380,22 +421,31 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
       if (!entry.has_value()) return absl::DataLossError("malformed index key");
       positions.push_back(entry->position);
       cursors.push_back({entry->time, entry->position});
+      events.emplace_back(scan.value());
     }
-    std::vector<RecordedEvent> events;
-    if (absl::Status s = ReadLog(reader, cols->log, positions, &events);
+    if (absl::Status s = ReadRecords(reader, cols->log, positions, &events);
         !s.ok()) {
       return s;
     }
+    RecordedEvent parsed;
     for (size_t i = 0; i < events.size(); ++i) {
       last_scanned = cursors[i];
-      if (!Matches(query.filter, events[i].event())) continue;
-      size_t size = FramedSize(events[i].ByteSizeLong());
+      if (!answers) {
+        // The filter names fields the index does not hold: look inside.
+        if (!parsed.ParseFromString(events[i])) {
+          return absl::DataLossError(
+              absl::StrCat("log record ", positions[i], " does not parse"));
+        }
+        if (!Matches(query.filter, parsed.event())) continue;
+      }
+      size_t size = FramedSize(events[i].size());
       if (!page.events.empty() && bytes + size > query.max_bytes) {
         full = true;  // cut by bytes: this event starts the next page
         break;
       }
       bytes += size;
       page.events.push_back(std::move(events[i]));
+      last_returned = cursors[i];
       if (page.events.size() >= query.limit) {
         full = true;
         // Stop exactly after this event; what was read past it is re-read
@@ -409,8 +459,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   bool more = full || (scan.Valid() && scanned >= kMaxScannedEntries);
   if (full) {
     // The next page starts after the last event returned.
-    const RecordedEvent& last = page.events.back();
-    Cursor c{last.event().occurred_at(), last.position()};
+    const Cursor c = last_returned;
     page.next = c;
     // Whether a matching event follows: the index alone cannot tell when
     // the filter has fields the index does not hold.
@@ -468,11 +517,14 @@ absl::StatusOr<authtrail::v1::SessionDiagnosis> EventStore::DiagnoseSession(
     bool go_on = true;
     for (size_t n = 0; go_on && scan.Valid() && n < kMaxScannedEntries;) {
       std::vector<uint64_t> positions;
+      std::vector<std::string> records;
       for (; scan.Valid() && positions.size() < kReadChunk; scan.Next(), ++n) {
         positions.push_back(IndexKeyPosition(scan.key()).value_or(0));
+        records.emplace_back(scan.value());
       }
       std::vector<RecordedEvent> events;
-      if (absl::Status st = ReadLog(reader, cols->log, positions, &events);
+      if (absl::Status st = ReadEvents(reader, cols->log, positions,
+                                       std::move(records), &events);
           !st.ok()) {
         return st;
       }

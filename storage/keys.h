@@ -47,6 +47,16 @@ enum class TimelineTag : char {
   kSource = 'o',
 };
 
+// Whether entries of `tag` carry a copy of the event's log record (the
+// serialized RecordedEvent, without its chain hash) as their value, so that
+// a page of them is one range read instead of a lookup per event; other
+// entries have empty values and readers fetch the log. The connection index
+// carries them: it backs the dashboard's event list and the refresh history
+// of a diagnosis. Each copy costs the record's size again in writes.
+constexpr bool IndexCarriesRecord(IndexTag tag) {
+  return tag == IndexTag::kConnection;
+}
+
 // Largest id that fits the 2-byte length prefix.
 inline constexpr size_t kMaxKeyIdBytes = 0xffff;
 

@@ -130,12 +130,16 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
             absl::StrCat("the log has no record at position ", expected));
       }
       RecordedEvent recorded;
-      if (absl::Status s =
-              DecodeLogValue(it->value().ToStringView(), expected, &recorded);
+      std::string_view value = it->value().ToStringView();
+      if (absl::Status s = DecodeLogValue(value, expected, &recorded);
           !s.ok()) {
         return s;
       }
-      if (absl::Status s = writer.Apply(recorded); !s.ok()) return s;
+      if (absl::Status s =
+              writer.Apply(recorded, value.substr(kChainHashBytes));
+          !s.ok()) {
+        return s;
+      }
     }
     if (absl::Status s = writer.Finish(); !s.ok()) return s;
     rocksdb::WriteBatch batch;

@@ -72,8 +72,9 @@ std::string Encode(const Record& record) {
 
 }  // namespace
 
-absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded) {
-  if (absl::Status s = WriteIndexes(recorded); !s.ok()) return s;
+absl::Status ProjectionWriter::Apply(const RecordedEvent& recorded,
+                                     std::string_view record) {
+  if (absl::Status s = WriteIndexes(recorded, record); !s.ok()) return s;
   if (absl::Status s = ReduceInto(recorded); !s.ok()) return s;
   return CountFailure(recorded);
 }
@@ -140,12 +141,18 @@ absl::Status ProjectionWriter::Finish() {
   return status;
 }
 
-absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded) {
+absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded,
+                                            std::string_view record) {
   const AuthEvent& event = recorded.event();
   for (const IndexFor& index : IndexesOf(event)) {
     std::string key = IndexKey(index.tag, index.id ? *index.id : "",
                                event.occurred_at(), recorded.position());
-    if (absl::Status s = Put(cf_.index, std::move(key), ""); !s.ok()) return s;
+    std::string value;
+    if (IndexCarriesRecord(index.tag)) value.assign(record);
+    if (absl::Status s = Put(cf_.index, std::move(key), std::move(value));
+        !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
 }

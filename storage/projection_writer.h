@@ -63,7 +63,9 @@ class ProjectionWriter {
   // Adds what `recorded` derives; records and counters change in `state`
   // and are written by Finish. On error, discard the batch and clear the
   // state: it may hold half of an event.
-  absl::Status Apply(const authtrail::v1::RecordedEvent& recorded);
+  // `record` is `recorded` as the log stores it (serialized stably).
+  absl::Status Apply(const authtrail::v1::RecordedEvent& recorded,
+                     std::string_view record);
 
   // Writes the records and counters that Apply changed into the batch.
   // REQUIRES: called once, after the last Apply.
@@ -80,7 +82,8 @@ class ProjectionWriter {
                             ProjectionState::Entry<Value>*>>* changed,
       bool* created);
 
-  absl::Status WriteIndexes(const authtrail::v1::RecordedEvent& recorded);
+  absl::Status WriteIndexes(const authtrail::v1::RecordedEvent& recorded,
+                            std::string_view record);
   absl::Status ReduceInto(const authtrail::v1::RecordedEvent& recorded);
   absl::Status CountFailure(const authtrail::v1::RecordedEvent& recorded);
   // Adds one to the 8-byte counter at `key`.

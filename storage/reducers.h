@@ -17,10 +17,11 @@ using records::v1::ConnectionRecord;
 using records::v1::OrderKey;
 using records::v1::SessionRecord;
 
-// The version of the reducers' output. A release that changes what a
-// reducer produces raises it; a store whose projections were built by an
-// older version rebuilds them from the log.
-inline constexpr uint32_t kProjectionVersion = 1;
+// The version of the projections: what the reducers produce and how the
+// indexes are laid out. A release that changes either raises it; a store
+// whose projections were built by an older version rebuilds them from the
+// log. 2: connection index entries carry the event's record.
+inline constexpr uint32_t kProjectionVersion = 2;
 
 // An event whose occurred_at is ahead of the server's clock by more than
 // this is future-dated: kept as sent, but ordered by its recorded_at.

@@ -57,7 +57,6 @@ std::string DerivedColumnName(std::string_view base, uint64_t generation);
 inline constexpr const char* kDerivedColumns[] = {
     kIndexColumn, kConnectionColumn, kSessionColumn, kTimelineColumn};
 
-
 // A log value is the record's chain hash followed by the record:
 //   hash (32 bytes) | RecordedEvent, serialized stably
 // where hash = SHA-256(previous record's hash | position (8 bytes,
