@@ -5,6 +5,7 @@
 #ifndef AUTHTRAIL_SERVICES_LOG_H_
 #define AUTHTRAIL_SERVICES_LOG_H_
 
+#include <cstdint>
 #include <string_view>
 
 #include "nlohmann/json.hpp"
@@ -23,6 +24,12 @@ bool SetLogLevel(std::string_view level, std::string* previous);
 // Logs `event` with `fields` (a JSON object) at `level`.
 void LogEvent(spdlog::level::level_enum level, std::string_view event,
               nlohmann::json fields = nlohmann::json::object());
+
+// TLS handshakes this process refused (a client certificate from another
+// CA, expired or missing where required, plaintext to the TLS port), as
+// gRPC reported them since InitLogging. They end before any call exists,
+// so no per-RPC refusal counter sees them.
+uint64_t TlsHandshakeFailures();
 
 }  // namespace authtrail::services
 

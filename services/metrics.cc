@@ -160,6 +160,12 @@ std::string Metrics::Render() const {
   counters(refused_, "authtrail_refused_calls_total",
            "Calls refused before any work: missing or wrong credentials, a "
            "missing role, or the append rate limit; by RPC and code.");
+  Header("authtrail_tls_handshake_failures_total", "counter",
+         "TLS handshakes refused before any call: a client certificate that "
+         "does not verify, or plaintext to the TLS port.",
+         &out);
+  absl::StrAppend(&out, "authtrail_tls_handshake_failures_total ",
+                  TlsHandshakeFailures(), "\n");
   for (const Gauge& gauge : gauges_) {
     std::string name = gauge.name;
     std::string labels;

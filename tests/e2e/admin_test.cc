@@ -5,7 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "storage/store_internal.h"
 #include "tests/testing/events.h"
+#include "tests/testing/raw_db.h"
 #include "tests/testing/test_server.h"
 
 namespace authtrail::testing {
@@ -81,6 +83,27 @@ TEST_F(AdminTest, RebuildThenVerifyWhileServing) {
   EXPECT_EQ(stats.projection_generation(), 1u);
   EXPECT_EQ(stats.projection_version(), stats.server_projection_version());
   EXPECT_EQ(stats.last_operation().id(), op.id());
+}
+
+// Over gRPC, a projection that differs is named by family only: its key
+// holds patient, connection or session ids, which the admin role does not
+// read.
+TEST_F(AdminTest, VerifyNamesTheFamilyButWithholdsTheKey) {
+  Fill(4);
+  server_.Stop();
+  { RawDb(server_.data_dir()).Put(storage::kSessionColumn, "s-2", "garbage"); }
+  server_.Restart();
+  Operation op;
+  ASSERT_TRUE(server_.admin().StartVerify(Context().get(), {}, &op).ok());
+  op = Wait(op);
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.error();
+  EXPECT_FALSE(op.verify().ok());
+  EXPECT_EQ(op.verify().family(), storage::kSessionColumn);
+  EXPECT_EQ(op.verify().key(), "");
+  for (const std::string& text : {op.verify().problem(), op.error()}) {
+    EXPECT_EQ(text.find("s-2"), std::string::npos) << text;
+    EXPECT_EQ(text.find("732d32"), std::string::npos) << text;  // hex
+  }
 }
 
 TEST_F(AdminTest, VerifyWithAnchorDetectsAForeignHash) {

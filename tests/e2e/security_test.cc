@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -19,7 +20,10 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -593,32 +597,65 @@ bool Eventually(Check check) {
   return false;
 }
 
+// The real authtraild in a child process, its standard error in a file.
+class Authtraild {
+ public:
+  // Starts it on a fresh port with `args` and waits (10 s at most) for its
+  // "ready" line.
+  Authtraild(const TempDir& temp, std::vector<std::string> args)
+      : address_(absl::StrCat("127.0.0.1:", FreePort())),
+        log_path_(temp.path() + "/authtraild.log") {
+    args.insert(args.begin(),
+                {AUTHTRAILD_PATH, absl::StrCat("--listen=", address_),
+                 absl::StrCat("--data_dir=", temp.path(), "/data")});
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      dup2(fd, 2);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(AUTHTRAILD_PATH, argv.data());
+      _exit(127);
+    }
+    ready_ = pid_ > 0 && Eventually([&] {
+               return absl::StrContains(log(), "\"event\":\"ready\"");
+             });
+  }
+  ~Authtraild() {
+    if (pid_ > 0) Stop();
+  }
+
+  // Whether it said it was ready (a channel made before would sit in
+  // reconnect backoff).
+  bool ready() const { return ready_; }
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return ReadFile(log_path_); }
+
+  // SIGTERM, then its exit code (-1 when it did not exit normally).
+  int Stop() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  std::string address_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+  bool ready_ = false;
+};
+
 TEST_F(SecurityTest, SighupReloadsThePolicyOfTheRealServer) {
   TempDir temp;
-  int port = FreePort();
-  std::string address = absl::StrCat("127.0.0.1:", port);
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::string log = temp.path() + "/authtraild.log";
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, 2);
-    execl(AUTHTRAILD_PATH, AUTHTRAILD_PATH,
-          absl::StrCat("--listen=", address).c_str(),
-          absl::StrCat("--data_dir=", temp.path(), "/data").c_str(),
-          "--metrics_listen=off", "--plaintext",
-          absl::StrCat("--policy=", policy_file_).c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  ASSERT_GT(pid, 0);
-  std::string log_path = temp.path() + "/authtraild.log";
-  // Its "ready" line says it serves; a channel made before would sit in
-  // reconnect backoff.
-  ASSERT_TRUE(Eventually([&] {
-    return absl::StrContains(ReadFile(log_path), "\"event\":\"ready\"");
-  })) << ReadFile(log_path);
+  Authtraild server(temp, {"--metrics_listen=off", "--plaintext",
+                           absl::StrCat("--policy=", policy_file_)});
+  ASSERT_TRUE(server.ready()) << server.log();
   auto channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
   auto reader_code = [&] {
     auto context = Context();
     context->AddMetadata("authorization",
@@ -630,23 +667,290 @@ TEST_F(SecurityTest, SighupReloadsThePolicyOfTheRealServer) {
         ->ListConnections(context.get(), request, &response)
         .error_code();
   };
-  EXPECT_EQ(reader_code(), StatusCode::OK) << ReadFile(log_path);
+  EXPECT_EQ(reader_code(), StatusCode::OK) << server.log();
 
   std::ofstream(policy_file_) << PolicyJson(/*with_dashboard_token=*/false);
-  kill(pid, SIGHUP);
+  kill(server.pid(), SIGHUP);
   // The reload is asynchronous to this process: wait for its effect.
   EXPECT_TRUE(Eventually([&] {
     return reader_code() == StatusCode::UNAUTHENTICATED;
-  })) << ReadFile(temp.path() + "/authtraild.log");
+  })) << server.log();
 
   channel.reset();
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  std::string log = ReadFile(temp.path() + "/authtraild.log");
+  EXPECT_EQ(server.Stop(), 0);
+  std::string log = server.log();
   EXPECT_TRUE(absl::StrContains(log, "\"event\":\"policy_loaded\"")) << log;
   EXPECT_FALSE(absl::StrContains(log, kDashboardToken)) << log;
+  // Plaintext was asked for, and said so loudly.
+  EXPECT_TRUE(absl::StrContains(log, "\"level\":\"warning\"") &&
+              absl::StrContains(log, "\"event\":\"PLAINTEXT\""))
+      << log;
+}
+
+// The real binary with TLS, client certificates and the policy, logging at
+// info: every kind of call and refusal, carrying ids and a description
+// that must show up in no log line, no metric and no message to a caller
+// without the role to read them.
+TEST_F(SecurityTest, NoPatientDataReachesLogsMetricsOrOtherRoles) {
+  TempDir temp;
+  int metrics_port = FreePort();
+  Authtraild server(
+      temp,
+      {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port),
+       "--log_level=info", absl::StrCat("--tls_cert=", Cert("server.pem")),
+       absl::StrCat("--tls_key=", Cert("server.key")),
+       absl::StrCat("--tls_client_ca=", Cert("ca.pem")),
+       absl::StrCat("--policy=", policy_file_)});
+  ASSERT_TRUE(server.ready()) << server.log();
+  const std::string kMark = "phi7f3a";
+  const std::string patient = "pat-" + kMark, connection = "conn-" + kMark,
+                    session = "sess-" + kMark, request = "req-" + kMark,
+                    description = "description-" + kMark;
+  auto tls = [&](const std::string& client) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(Cert("ca.pem"));
+    if (!client.empty()) {
+      ssl.pem_cert_chain = ReadFile(Cert(client + ".pem"));
+      ssl.pem_private_key = ReadFile(Cert(client + ".key"));
+    }
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(server.address(),
+                                     grpc::SslCredentials(ssl), args);
+  };
+  auto emitter = v1::AuthEventIngest::NewStub(tls("emitter"));
+  auto reader = v1::AuthHistory::NewStub(tls("reader"));
+  auto admin = v1::AuthTrailAdmin::NewStub(tls("admin"));
+  std::vector<std::string> messages;  // every error message sent
+  auto note = [&](const grpc::Status& status) {
+    messages.push_back(status.error_message());
+    return status.error_code();
+  };
+  auto append = [&](v1::AuthEventIngest::Stub& stub,
+                    const std::vector<v1::AuthEvent>& events) {
+    auto context = Context();
+    v1::AppendEventsResponse response;
+    return note(stub.AppendEvents(context.get(), Batch(events), &response));
+  };
+  auto failed = [&](const std::string& id) {
+    return Event(id)
+        .Patient(patient)
+        .Connection(connection)
+        .Session(session)
+        .Request(request)
+        .Step(v1::STEP_TOKEN_EXCHANGE)
+        .Failed("invalid_grant", 400, description);
+  };
+
+  const v1::AuthEvent first = failed("phi-1");
+  EXPECT_EQ(append(*emitter, {first}), StatusCode::OK);
+  // A duplicate, an id reused for other content, an invalid event.
+  EXPECT_EQ(append(*emitter, {first}), StatusCode::OK);
+  v1::AuthEvent reused = first;
+  reused.set_error_description(description + "-changed");
+  EXPECT_NE(append(*emitter, {reused}), StatusCode::OK);
+  v1::AuthEvent invalid = failed("phi-2");
+  invalid.clear_error_code();
+  EXPECT_EQ(append(*emitter, {invalid}), StatusCode::INVALID_ARGUMENT);
+
+  // Callers of another role, or none, asking about the patient.
+  v1::ListConnectionsRequest list;
+  list.set_patient_id(patient);
+  v1::ListConnectionsResponse connections;
+  for (const char* client : {"emitter", "admin", ""}) {
+    auto stub = v1::AuthHistory::NewStub(tls(client));
+    auto context = Context();
+    EXPECT_NE(note(stub->ListConnections(context.get(), list, &connections)),
+              StatusCode::OK);
+  }
+  EXPECT_EQ(
+      append(*v1::AuthEventIngest::NewStub(tls("reader")), {failed("phi-3")}),
+      StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(append(*v1::AuthEventIngest::NewStub(tls("")), {failed("phi-4")}),
+            StatusCode::UNAUTHENTICATED);
+
+  // The reader's own calls, answered and refused.
+  {
+    auto context = Context();
+    ASSERT_EQ(note(reader->ListConnections(context.get(), list, &connections)),
+              StatusCode::OK);
+    ASSERT_EQ(connections.connections_size(), 1);
+  }
+  {
+    auto context = Context();
+    v1::DiagnoseSessionRequest diagnose;
+    diagnose.set_session_id(session);
+    v1::SessionDiagnosis diagnosis;
+    EXPECT_EQ(
+        note(reader->DiagnoseSession(context.get(), diagnose, &diagnosis)),
+        StatusCode::OK);
+  }
+  {
+    auto context = Context();
+    v1::GetConnectionRequest get;
+    get.set_connection_id(connection + "-unknown");
+    v1::Connection missing;
+    EXPECT_EQ(reader->GetConnection(context.get(), get, &missing).error_code(),
+              StatusCode::NOT_FOUND);
+  }
+  {
+    auto context = Context();
+    v1::ListEventsRequest events;
+    events.mutable_filter()->set_patient_id(patient);
+    events.set_page_token("not-a-token-" + kMark);
+    v1::ListEventsResponse page;
+    EXPECT_EQ(reader->ListEvents(context.get(), events, &page).error_code(),
+              StatusCode::INVALID_ARGUMENT);
+  }
+
+  // The admin's operations, which read every record.
+  for (int kind = 0; kind < 2; ++kind) {
+    auto context = Context();
+    v1::Operation started;
+    grpc::Status status = kind == 0
+                              ? admin->StartRebuild(context.get(), {}, &started)
+                              : admin->StartVerify(context.get(), {}, &started);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    v1::Operation op;
+    EXPECT_TRUE(Eventually([&] {
+      auto poll = Context();
+      v1::GetOperationRequest get;
+      get.set_id(started.id());
+      return admin->GetOperation(poll.get(), get, &op).ok() &&
+             op.state() != v1::OPERATION_STATE_RUNNING;
+    }));
+    EXPECT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.error();
+  }
+
+  // Handshakes refused before any call: a certificate from another CA,
+  // and plaintext to the TLS port.
+  EXPECT_EQ(
+      append(*v1::AuthEventIngest::NewStub(tls("foreign")), {failed("phi-5")}),
+      StatusCode::UNAVAILABLE);
+  EXPECT_EQ(append(*v1::AuthEventIngest::NewStub(grpc::CreateChannel(
+                       server.address(), grpc::InsecureChannelCredentials())),
+                   {failed("phi-6")}),
+            StatusCode::UNAVAILABLE);
+
+  std::string metrics = HttpGet(metrics_port, "/metrics");
+  for (const char* line : {
+           "authtrail_refused_calls_total{rpc=\"AppendEvents\","
+           "code=\"PERMISSION_DENIED\"} 1",
+           "authtrail_refused_calls_total{rpc=\"AppendEvents\","
+           "code=\"UNAUTHENTICATED\"} 1",
+           "authtrail_refused_calls_total{rpc=\"ListConnections\","
+           "code=\"PERMISSION_DENIED\"} 2",
+       }) {
+    EXPECT_TRUE(absl::StrContains(metrics, line)) << line << "\n" << metrics;
+  }
+  uint64_t handshakes = 0;
+  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+    if (absl::ConsumePrefix(&line, "authtrail_tls_handshake_failures_total ")) {
+      ASSERT_TRUE(absl::SimpleAtoi(line, &handshakes)) << line;
+    }
+  }
+  EXPECT_GE(handshakes, 2u) << metrics;
+  EXPECT_EQ(server.Stop(), 0);
+  std::string log = server.log();
+  // The log did record the session: start, refusals, operations, stop.
+  for (const char* event : {"\"ready\"", "\"rebuild_finished\"",
+                            "\"verify_finished\"", "\"stopped\""}) {
+    EXPECT_TRUE(absl::StrContains(log, event)) << event << "\n" << log;
+  }
+  EXPECT_FALSE(absl::StrContains(log, kMark)) << log;
+  EXPECT_FALSE(absl::StrContains(metrics, kMark)) << metrics;
+  // Messages to callers without the reader role: the first four calls
+  // were the emitter's own; the next five had no reader role.
+  ASSERT_GE(messages.size(), 9u);
+  for (size_t i = 4; i < 9; ++i) {
+    EXPECT_FALSE(absl::StrContains(messages[i], kMark)) << messages[i];
+  }
+}
+
+// The transport limits: a message over --max_message_mb is refused whole,
+// and one stream per connection makes concurrent callers queue, not fail.
+TEST(AuthtraildLimitsTest, MessageSizeAndStreamLimitsLoseNothing) {
+  TempDir temp;
+  Authtraild server(temp, {"--metrics_listen=off", "--plaintext",
+                           "--max_message_mb=5", "--max_concurrent_streams=1"});
+  ASSERT_TRUE(server.ready()) << server.log();
+  auto channel =
+      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  auto ingest = v1::AuthEventIngest::NewStub(channel);
+  auto head = [&] {
+    auto context = Context();
+    v1::Stats stats;
+    EXPECT_TRUE(v1::AuthTrailAdmin::NewStub(channel)
+                    ->GetStats(context.get(), {}, &stats)
+                    .ok());
+    return stats.head_position();
+  };
+  // An event of about 6 KiB, or a small one.
+  auto event = [](const std::string& id, bool big) {
+    Event e =
+        Event(id)
+            .Patient("p-big")
+            .Connection("c-big")
+            .Session("s-big")
+            .Step(v1::STEP_TOKEN_EXCHANGE)
+            .Failed("server_error", 503, std::string(big ? 2000 : 10, 'd'));
+    for (int i = 0; big && i < 8; ++i) {
+      e.Attribute(absl::StrCat("k", i), std::string(500, 'v'));
+    }
+    return e;
+  };
+
+  // 950 events of about 6 KiB: over the 5 MiB message limit (the batch
+  // limits, 1000 events and 4 MiB, are not reached: the transport refuses
+  // the message before it is parsed).
+  std::vector<v1::AuthEvent> big;
+  for (int i = 0; i < 950; ++i)
+    big.push_back(event(absl::StrCat("b-", i), true));
+  ASSERT_GT(Batch(big).ByteSizeLong(), size_t{5} << 20);
+  {
+    auto context = Context();
+    v1::AppendEventsResponse response;
+    grpc::Status status =
+        ingest->AppendEvents(context.get(), Batch(big), &response);
+    EXPECT_EQ(status.error_code(), StatusCode::RESOURCE_EXHAUSTED)
+        << status.error_message();
+  }
+  EXPECT_EQ(head(), 0u);
+  big.resize(300);  // about 1.8 MiB
+  {
+    auto context = Context();
+    v1::AppendEventsResponse response;
+    grpc::Status status =
+        ingest->AppendEvents(context.get(), Batch(big), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(head(), 300u);
+
+  // Eight callers on the one connection at once, 25 appends each.
+  std::vector<std::thread> callers;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 8; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        auto context = Context();
+        v1::AppendEventsResponse response;
+        if (!ingest
+                 ->AppendEvents(
+                     context.get(),
+                     Batch({event(absl::StrCat("s-", t, "-", i), false)}),
+                     &response)
+                 .ok()) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(head(), 500u);
+  channel.reset();
+  ingest.reset();
+  EXPECT_EQ(server.Stop(), 0);
 }
 
 TEST_F(SecurityTest, CliUsesTheCaAndAToken) {
