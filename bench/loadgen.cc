@@ -461,12 +461,25 @@ class ProcessMonitor {
     thread_.join();
     std::vector<uint64_t> rss = rss_;
     std::sort(rss.begin(), rss.end());
+    // Median RSS of each tenth of the window, in sampling order: whether
+    // memory grows over a long run.
+    Json tenths = Json::array();
+    if (rss_.size() >= 10) {
+      for (size_t t = 0; t < 10; ++t) {
+        std::vector<uint64_t> part(rss_.begin() + t * rss_.size() / 10,
+                                   rss_.begin() + (t + 1) * rss_.size() / 10);
+        std::nth_element(part.begin(), part.begin() + part.size() / 2,
+                         part.end());
+        tenths.push_back(part[part.size() / 2]);
+      }
+    }
     double cpu = last_.cpu_seconds - first_.cpu_seconds;
     uint64_t written = last_.write_bytes - first_.write_bytes;
     double per_thousand = events > 0 ? cpu / (events / 1000.0) : 0;
     Json out = {{"pid", pid_},
                 {"rss_max_bytes", rss.empty() ? 0 : rss.back()},
                 {"rss_median_bytes", rss.empty() ? 0 : rss[rss.size() / 2]},
+                {"rss_tenths_median_bytes", tenths},
                 {"cpu_seconds", cpu},
                 {"cpu_seconds_per_1000_events", per_thousand},
                 {"write_bytes", written},

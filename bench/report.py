@@ -229,7 +229,8 @@ def target_rows(runs, sizes, meta):
     # block cache + memtables (at that moment) + 64 MiB; the worst moment.
     worst = None
     for (name, size), reps in runs.by.items():
-        if not (name.startswith("append") or name == "open_append"):
+        if not (name.startswith("append") or name in ("open_append",
+                                                       "soak_append")):
             continue
         for d in reps.values():
             memory = (d.get("server") or {}).get("memory")
@@ -250,6 +251,29 @@ def target_rows(runs, sizes, meta):
     else:
         row("Memory: RSS under load", "n/a", "n/a", "n/a", "≤ 1.00× budget",
             None)
+
+    # Memory over the soak: median RSS of the last tenth of the run
+    # against that of its second tenth (the first holds the warm-up of
+    # caches and memtables).
+    soak = [(size, d) for (name, size), reps in runs.by.items()
+            if name == "soak_append" for d in reps.values()]
+    if soak:
+        size, d = soak[-1]
+        server = d.get("server") or {}
+        tenths = server.get("rss_tenths_median_bytes") or []
+        minutes = d.get("seconds", 0) / 60
+        if len(tenths) == 10:
+            r = tenths[-1] / tenths[1]
+            row(f"Memory: growth over a {minutes:.0f}-minute append run "
+                "(median RSS, last tenth against the second)",
+                f"{tenths[1] / MIB:.0f} MiB", f"{tenths[-1] / MIB:.0f} MiB",
+                fmt_ratio(r), "≤ 1.10×", r <= 1.10,
+                f"open loop at {d.get('calls_per_second', 0):,.0f} "
+                f"appends/s on a log of {size:,}; medians per tenth: "
+                + ", ".join(f"{t / MIB:.0f}" for t in tenths) + " MiB")
+    else:
+        row("Memory: no growth over a 10-minute run", "n/a", "n/a", "n/a",
+            "≤ 1.10×", None, "needs --full (or SOAK_SECONDS=600)")
 
     # Restart at the largest log measured (the target names 10^7, which
     # only --full reaches): seconds from starting the process to the first
