@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -139,8 +141,12 @@ absl::Status RunVerify(const GlobalOptions& global,
         absl::StrSplit(options.anchor, absl::MaxSplits(':', 1));
     uint64_t position = 0;
     if (!absl::SimpleAtoi(parts.first, &position) || position == 0 ||
-        parts.second.empty()) {
-      return UsageError("--anchor must be POSITION:HASH, as `stats` shows");
+        parts.second.size() != 64 ||
+        !std::all_of(parts.second.begin(), parts.second.end(),
+                     [](char c) { return absl::ascii_isxdigit(c); })) {
+      return UsageError(
+          "--anchor must be POSITION:HASH, the hash 64 hex digits, as "
+          "`stats` shows them (head position and head hash)");
     }
     request.set_anchor_position(position);
     request.set_anchor_hash(parts.second);

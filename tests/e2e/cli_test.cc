@@ -623,6 +623,7 @@ TEST_F(CliTest, ErrorsAndUsageExitCodes) {
            {"events", "--since", "yesterday-ish"},
            {"timeline", "--since", "now-1d"},
            {"verify", "--anchor", "not-an-anchor"},
+           {"verify", "--anchor", "3747:00"},
            {"simulate", "--patients", "0"},
        }) {
     CliResult result = Cli(args);
