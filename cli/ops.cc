@@ -2,14 +2,12 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <thread>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -17,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "cli/format.h"
 #include "nlohmann/json.hpp"
+#include "storage/chain_hash.h"
 
 namespace authtrail::cli {
 namespace {
@@ -141,9 +140,7 @@ absl::Status RunVerify(const GlobalOptions& global,
         absl::StrSplit(options.anchor, absl::MaxSplits(':', 1));
     uint64_t position = 0;
     if (!absl::SimpleAtoi(parts.first, &position) || position == 0 ||
-        parts.second.size() != 64 ||
-        !std::all_of(parts.second.begin(), parts.second.end(),
-                     [](char c) { return absl::ascii_isxdigit(c); })) {
+        !storage::IsChainHashHex(parts.second)) {
       return UsageError(
           "--anchor must be POSITION:HASH, the hash 64 hex digits, as "
           "`stats` shows them (head position and head hash)");

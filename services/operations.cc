@@ -1,8 +1,6 @@
 #include "services/operations.h"
 
-#include <algorithm>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -120,10 +118,7 @@ absl::StatusOr<Operation> Operations::StartVerify(
   options.check_projections = !request.log_only();
   if (request.anchor_position() != 0) {
     const std::string& hex = request.anchor_hash();
-    bool is_hex = hex.size() == 2 * storage::kChainHashBytes &&
-                  std::all_of(hex.begin(), hex.end(),
-                              [](char c) { return absl::ascii_isxdigit(c); });
-    if (!is_hex) {
+    if (!storage::IsChainHashHex(hex)) {
       return absl::InvalidArgumentError(
           "anchor_hash must be 64 hex digits (a chain hash from stats)");
     }

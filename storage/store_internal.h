@@ -9,6 +9,7 @@
 
 #include "google/protobuf/message_lite.h"
 #include "rocksdb/db.h"
+#include "storage/chain_hash.h"
 #include "storage/event_store.h"
 #include "storage/proto_time.h"
 #include "storage/serialize.h"
@@ -63,7 +64,7 @@ inline constexpr const char* kDerivedColumns[] = {
 // big-endian) | record bytes), and the hash before position 1 is 32 zero
 // bytes. Changing, removing, inserting or reordering a record breaks the
 // chain from that position on.
-inline constexpr size_t kChainHashBytes = 32;
+// (kChainHashBytes: storage/chain_hash.h)
 
 // The hash of the record at `position`, chained to `previous`.
 std::string ChainHash(std::string_view previous, uint64_t position,
