@@ -47,31 +47,61 @@ class SnapshotReader {
 
 // Index scan over [lower, upper) in either direction. The bound strings
 // are owned here and outlive the iterator.
+//
+// Newest first is the common order, and a step back in a RocksDB memtable
+// is a fresh skiplist search: about 3 us against well under 1 us for a
+// step forward (a third of a page of ListEvents went to it). So a reverse
+// scan over index keys (prefix, 12-byte time, 8-byte position) reads
+// windows of time forward, newest window first, and hands out each
+// window's entries from the end. A window starts a second wide and grows
+// eightfold while it holds fewer entries than the scan expects to need;
+// one denser than kMaxWindowEntries falls back to stepping back.
 class IndexScan {
  public:
   IndexScan(const SnapshotReader& reader, rocksdb::ColumnFamilyHandle* cf,
-            std::string lower, std::string upper, bool reverse)
+            std::string lower, std::string upper, bool reverse,
+            size_t expected = kReadChunk)
       : lower_(std::move(lower)),
         upper_(std::move(upper)),
         lower_slice_(lower_),
         upper_slice_(upper_),
-        reverse_(reverse) {
+        reverse_(reverse),
+        expected_(std::max<size_t>(expected, 1)) {
     rocksdb::ReadOptions options = reader.options();
     options.iterate_lower_bound = &lower_slice_;
     if (!upper_.empty()) options.iterate_upper_bound = &upper_slice_;
     it_.reset(reader.db()->NewIterator(options, cf));
-    if (reverse_) {
-      it_->SeekToLast();
-    } else {
+    if (!reverse_) {
       it_->SeekToFirst();
+      return;
     }
+    it_->SeekToLast();
+    if (!it_->Valid() || upper_.empty()) return;  // nothing, or step back
+    std::string_view newest = it_->key().ToStringView();
+    if (newest.size() < kTimeAndPosition) return;
+    prefix_ = std::string(newest.substr(0, newest.size() - kTimeAndPosition));
+    std::optional<IndexEntry> entry = DecodeIndexSuffix(prefix_, newest);
+    if (!entry.has_value()) return;
+    windows_ = true;
+    window_end_ = upper_;
+    window_seconds_ = entry->time.seconds() + 1;
+    FillWindows();
   }
 
-  bool Valid() const { return it_->Valid(); }
-  std::string_view key() const { return it_->key().ToStringView(); }
-  std::string_view value() const { return it_->value().ToStringView(); }
+  bool Valid() const { return windows_ ? !window_.empty() : it_->Valid(); }
+  std::string_view key() const {
+    return windows_ ? std::string_view(window_.back().first)
+                    : it_->key().ToStringView();
+  }
+  std::string_view value() const {
+    return windows_ ? std::string_view(window_.back().second)
+                    : it_->value().ToStringView();
+  }
   void Next() {
-    if (reverse_) {
+    if (windows_) {
+      window_.pop_back();
+      if (window_.empty()) FillWindows();
+    } else if (reverse_) {
       it_->Prev();
     } else {
       it_->Next();
@@ -80,12 +110,60 @@ class IndexScan {
   absl::Status status() const { return FromRocks(it_->status()); }
 
  private:
+  static constexpr size_t kTimeAndPosition = 20;
+  static constexpr size_t kMaxWindowEntries = 1024;
+
+  // Reads windows, newest first, until one holds an entry or the lower
+  // bound is reached.
+  void FillWindows() {
+    while (window_.empty() && window_end_ > lower_ && it_->status().ok()) {
+      // Seconds far below any real time stop at the lower bound.
+      window_seconds_ =
+          window_seconds_ > kOldest + width_ ? window_seconds_ - width_ : kOldest;
+      Timestamp from;
+      from.set_seconds(window_seconds_);
+      std::string start = prefix_;
+      AppendTime(&start, from);
+      if (window_seconds_ == kOldest || start < lower_) start = lower_;
+      for (it_->Seek(start);
+           it_->Valid() && it_->key().ToStringView() < window_end_;
+           it_->Next()) {
+        if (window_.size() >= kMaxWindowEntries) {
+          // Too dense to hold: step back from the window's end instead.
+          window_.clear();
+          windows_ = false;
+          it_->SeekForPrev(window_end_);
+          if (it_->Valid() && it_->key().ToStringView() >= window_end_) {
+            it_->Prev();
+          }
+          return;
+        }
+        window_.emplace_back(it_->key().ToString(), it_->value().ToString());
+      }
+      window_end_ = std::move(start);
+      if (window_.size() < expected_ && width_ < (int64_t{1} << 40)) {
+        width_ *= 8;
+      }
+    }
+  }
+
+  static constexpr int64_t kOldest = -(int64_t{1} << 50);
+
   std::string lower_;
   std::string upper_;
   rocksdb::Slice lower_slice_;
   rocksdb::Slice upper_slice_;
   bool reverse_;
+  size_t expected_;
   std::unique_ptr<rocksdb::Iterator> it_;
+
+  // Reverse scans read in windows (see above).
+  bool windows_ = false;
+  std::string prefix_;
+  std::string window_end_;       // exclusive end of the next window
+  int64_t window_seconds_ = 0;   // start of the window last read
+  int64_t width_ = 1;            // seconds
+  std::vector<std::pair<std::string, std::string>> window_;  // oldest first
 };
 
 struct IndexChoice {
@@ -272,9 +350,10 @@ absl::StatusOr<bool> AnyMatch(const SnapshotReader& reader, const Columns& cols,
                               const std::string& prefix, std::string lower,
                               std::string upper, bool reverse,
                               const EventFilter& filter) {
+  bool answers = IndexAnswers(filter, index);
   IndexScan scan(reader, cols.index, std::move(lower), std::move(upper),
-                 reverse);
-  if (IndexAnswers(filter, index)) return scan.Valid();
+                 reverse, answers ? 1 : kReadChunk);
+  if (answers) return scan.Valid();
   size_t scanned = 0;
   while (scan.Valid()) {
     std::vector<uint64_t> positions;
@@ -397,7 +476,8 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   }
   EventPage page;
   if (lower >= upper) return page;
-  IndexScan scan(reader, cols->index, lower, upper, !query.oldest_first);
+  IndexScan scan(reader, cols->index, lower, upper, !query.oldest_first,
+                 query.limit + 1);
   bool answers = IndexAnswers(query.filter, index);
 
   size_t scanned = 0;
@@ -645,7 +725,8 @@ EventStore::FailureTimeline(const TimelineQuery& query) const {
 
   // The newest failures of the range.
   IndexScan newest(reader, cols->index, TimeBound(index_prefix, start),
-                   TimeBound(index_prefix, end), /*reverse=*/true);
+                   TimeBound(index_prefix, end), /*reverse=*/true,
+                   query.max_events);
   std::vector<uint64_t> positions;
   for (; newest.Valid() && positions.size() < query.max_events; newest.Next()) {
     positions.push_back(IndexKeyPosition(newest.key()).value_or(0));

@@ -128,6 +128,55 @@ TEST_F(PagingTest, OldestFirstPagesStayExactWhileAppendsContinue) {
   PageWhileAppending(ByPatient("p-page", 7, /*oldest_first=*/true));
 }
 
+// Newest-first scans read windows of time forward and hand them out from
+// the end: a second denser than a window holds, gaps from a second to
+// decades, equal times, and range bounds inside all of them must give the
+// same events in the same order as the plain rule.
+TEST_F(PagingTest, NewestFirstIsExactAcrossDenseSecondsAndLongGaps) {
+  const absl::Time dense = absl::FromUnixSeconds(absl::ToUnixSeconds(t0_));
+  std::vector<AuthEvent> batch;
+  auto flush = [&] {
+    AppendOk(batch);
+    batch.clear();
+  };
+  for (int i = 0; i < 1500; ++i) {  // one second, a few equal instants
+    batch.push_back(Refresh(absl::StrCat("d-", i), "p-win",
+                            dense + absl::Nanoseconds(i % 7))
+                        .Succeeded());
+    if (batch.size() == 500) flush();
+  }
+  for (int k = 0; k <= 29; ++k) {  // 1 s to 17 years back, then 25 years
+    absl::Time at = dense - absl::Seconds(int64_t{1} << k);
+    if (k == 29) at = dense - absl::Hours(24 * 365 * 25);
+    batch.push_back(
+        Refresh(absl::StrCat("g-", k), "p-win", at - absl::Nanoseconds(1))
+            .Succeeded());
+    batch.push_back(Refresh(absl::StrCat("h-", k), "p-win", at).Succeeded());
+  }
+  batch.push_back(
+      Refresh("later", "p-win", dense + absl::Seconds(3)).Succeeded());
+  flush();
+  AppendOk(Refreshes("other", "p-win-2", dense - absl::Seconds(5), 20));
+
+  for (bool oldest_first : {false, true}) {
+    for (int page_size : {1, 100, 1000}) {
+      SCOPED_TRACE(absl::StrCat("oldest_first ", oldest_first, ", pages of ",
+                                page_size));
+      ListEventsRequest request = ByPatient("p-win", page_size, oldest_first);
+      if (page_size > 1) {
+        EXPECT_EQ(Ids(ListAll(request, 100)), Expected(request));
+      }
+      // A range that cuts a gap and (but for single-event pages, each a
+      // scan of its own) the dense second.
+      request.mutable_start_time()->set_seconds(
+          absl::ToUnixSeconds(dense - absl::Seconds(int64_t{1} << 20)));
+      request.mutable_end_time()->set_seconds(absl::ToUnixSeconds(dense));
+      request.mutable_end_time()->set_nanos(page_size > 1 ? 3 : 0);
+      EXPECT_EQ(Ids(ListAll(request, 100)), Expected(request));
+    }
+  }
+}
+
 TEST_F(PagingTest, LastPageHasNoTokenAndExactMultipleHasNoEmptyPage) {
   AppendOk(Refreshes("a", "p-page", t0_, 14));
   for (bool oldest_first : {false, true}) {

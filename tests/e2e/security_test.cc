@@ -179,6 +179,11 @@ class SecurityTest : public ::testing::Test {
   static std::shared_ptr<grpc::Channel> TlsChannel(
       const TestServer& server, const std::string& client,
       const std::string& ca = "ca") {
+    return TlsChannel(server.address(), client, ca);
+  }
+  static std::shared_ptr<grpc::Channel> TlsChannel(
+      const std::string& address, const std::string& client,
+      const std::string& ca = "ca") {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = ReadFile(Cert(ca + ".pem"));
     if (!client.empty()) {
@@ -187,8 +192,8 @@ class SecurityTest : public ::testing::Test {
     }
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return grpc::CreateCustomChannel(server.address(),
-                                     grpc::SslCredentials(ssl), args);
+    return grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl),
+                                     args);
   }
 
   // One call of each service: the status codes of AppendEvents,
@@ -707,16 +712,7 @@ TEST_F(SecurityTest, NoPatientDataReachesLogsMetricsOrOtherRoles) {
                     session = "sess-" + kMark, request = "req-" + kMark,
                     description = "description-" + kMark;
   auto tls = [&](const std::string& client) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadFile(Cert("ca.pem"));
-    if (!client.empty()) {
-      ssl.pem_cert_chain = ReadFile(Cert(client + ".pem"));
-      ssl.pem_private_key = ReadFile(Cert(client + ".key"));
-    }
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return grpc::CreateCustomChannel(server.address(),
-                                     grpc::SslCredentials(ssl), args);
+    return TlsChannel(server.address(), client);
   };
   auto emitter = v1::AuthEventIngest::NewStub(tls("emitter"));
   auto reader = v1::AuthHistory::NewStub(tls("reader"));
