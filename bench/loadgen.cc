@@ -17,8 +17,8 @@
 //
 // With --server_pid, samples the server's RSS every 100 ms, its CPU time
 // (/proc/PID/stat utime + stime) and bytes written (/proc/PID/io) over the
-// measured window. With --stats (authtraild only) and --data_dir, also
-// estimates the server's memtable bytes at the end of the window.
+// measured window. With --stats (authtraild only), also reads the server's
+// memtable bytes from GetStats every 500 ms and at the end of the window.
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -399,10 +398,8 @@ ProcSample SampleProcess(int pid) {
   return out;
 }
 
-// Memtable bytes of the server: its per-family (tables + memtables) sizes
-// from GetStats, less the table files in its data folder.
-Json MemtableEstimate(const std::shared_ptr<grpc::Channel>& channel,
-                      const std::string& data_dir) {
+// The server's store figures from GetStats, memtable bytes among them.
+Json StoreStats(const std::shared_ptr<grpc::Channel>& channel) {
   auto admin = authtrail::v1::AuthTrailAdmin::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(Deadline());
@@ -413,17 +410,10 @@ Json MemtableEstimate(const std::shared_ptr<grpc::Channel>& channel,
   for (const auto& [name, bytes] : stats.column_family_bytes()) {
     families += bytes;
   }
-  uint64_t tables = 0;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(data_dir, ec)) {
-    if (entry.path().extension() == ".sst") tables += entry.file_size(ec);
-  }
-  return {
-      {"event_count", stats.event_count()},
-      {"family_bytes", families},
-      {"table_bytes", tables},
-      {"memtable_bytes_estimate", families > tables ? families - tables : 0},
-      {"disk_bytes", stats.disk_bytes()}};
+  return {{"event_count", stats.event_count()},
+          {"family_bytes", families},
+          {"memtable_bytes", stats.memtable_bytes()},
+          {"disk_bytes", stats.disk_bytes()}};
 }
 
 // Samples the server's RSS during the window, and its CPU and writes at
@@ -535,7 +525,6 @@ struct Options {
   uint64_t seed = 0;
   int server_pid = 0;
   bool stats = false;
-  std::string data_dir;
   size_t echo_request_bytes = 400;
   size_t echo_response_bytes = 8;
   int max_outstanding = 4096;
@@ -709,8 +698,7 @@ int Main(int argc, char** argv) {
   app.add_option("--server_pid", o.server_pid,
                  "sample this process's RSS, CPU and writes");
   app.add_flag("--stats", o.stats,
-               "estimate authtraild's memtables (needs --data_dir)");
-  app.add_option("--data_dir", o.data_dir, "the server's data folder");
+               "read authtraild's memtable bytes from GetStats");
   app.add_option("--echo_request_bytes", o.echo_request_bytes);
   app.add_option("--echo_response_bytes", o.echo_response_bytes);
   app.add_option("--max_outstanding", o.max_outstanding);
@@ -753,10 +741,9 @@ int Main(int argc, char** argv) {
   }
   Recorder recorder(begin, end);
   std::function<uint64_t()> memtables;
-  if (o.stats && !o.data_dir.empty()) {
-    memtables = [&channel, &o]() -> uint64_t {
-      Json m = MemtableEstimate(channel, o.data_dir);
-      return m.value("memtable_bytes_estimate", uint64_t{0});
+  if (o.stats) {
+    memtables = [&channel]() -> uint64_t {
+      return StoreStats(channel).value("memtable_bytes", uint64_t{0});
     };
   }
   ProcessMonitor monitor(o.mode == "fill" ? 0 : o.server_pid, begin, end,
@@ -796,8 +783,8 @@ int Main(int argc, char** argv) {
   } else if (o.server_pid > 0) {
     out["server"] = monitor.Result(o.rpc == "append" ? events : h.count());
   }
-  if (o.stats && !o.data_dir.empty()) {
-    out["store"] = MemtableEstimate(channel, o.data_dir);
+  if (o.stats) {
+    out["store"] = StoreStats(channel);
   }
   std::cout << out.dump() << std::endl;
   return recorder.errors() > 0 ? 3 : 0;

@@ -1007,6 +1007,7 @@ absl::Status RunStats(const GlobalOptions& global) {
       {"disk", absl::StrCat(FormatBytes(stats.disk_bytes()), " (",
                             stats.disk_bytes(), " bytes)")},
       {"format version", absl::StrCat(stats.format_version())},
+      {"memtables", FormatBytes(stats.memtable_bytes())},
   };
   std::vector<std::pair<std::string, uint64_t>> families(
       stats.column_family_bytes().begin(), stats.column_family_bytes().end());

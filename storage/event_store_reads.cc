@@ -771,6 +771,7 @@ absl::StatusOr<authtrail::v1::Stats> EventStore::GetStats() const {
     db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
     db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &mem);
     (*stats.mutable_column_family_bytes())[h->GetName()] = sst + mem;
+    stats.set_memtable_bytes(stats.memtable_bytes() + mem);
   }
   auto counter = [&](const char* name) -> uint64_t {
     std::string value;
