@@ -412,7 +412,7 @@ absl::StatusOr<authtrail::v1::Connection> EventStore::GetConnection(
   if (!record.ParseFromString(value)) {
     return absl::DataLossError("malformed connection record");
   }
-  return ViewConnection(record, {options_.stall_window, Now()});
+  return ViewConnection(std::move(record), {options_.stall_window, Now()});
 }
 
 absl::StatusOr<std::vector<authtrail::v1::Connection>>
@@ -450,7 +450,7 @@ EventStore::ListConnections(std::string_view patient_id, size_t limit) const {
     if (!record.ParseFromString(values[i])) {
       return absl::DataLossError("malformed connection record");
     }
-    out.push_back(ViewConnection(record, policy));
+    out.push_back(ViewConnection(std::move(record), policy));
   }
   return out;
 }

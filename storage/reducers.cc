@@ -379,9 +379,11 @@ void ReduceSession(const RecordedEvent& event, SessionRecord* record) {
   }
 }
 
-Connection ViewConnection(const ConnectionRecord& record,
-                          const ReadPolicy& policy) {
-  Connection view = record.view();
+namespace {
+
+// Applies what only the time of reading decides.
+Connection AtReadTime(const ConnectionRecord& record, const ReadPolicy& policy,
+                      Connection view) {
   if (view.state() == authtrail::v1::CONNECTION_STATE_AUTHORIZING &&
       policy.now - FromProtoTime(record.attempt_last_at()) >
           policy.stall_window) {
@@ -395,6 +397,18 @@ Connection ViewConnection(const ConnectionRecord& record,
   }
   view.set_summary(StateSummary(view));
   return view;
+}
+
+}  // namespace
+
+Connection ViewConnection(const ConnectionRecord& record,
+                          const ReadPolicy& policy) {
+  return AtReadTime(record, policy, record.view());
+}
+
+Connection ViewConnection(ConnectionRecord&& record, const ReadPolicy& policy) {
+  Connection view = std::move(*record.mutable_view());
+  return AtReadTime(record, policy, std::move(view));
 }
 
 namespace {

@@ -68,8 +68,11 @@ struct ReadPolicy {
   absl::Time now;
 };
 
-// The API view of a connection at `policy.now`.
+// The API view of a connection at `policy.now`. The second form moves the
+// stored view out of a record read only to be answered.
 authtrail::v1::Connection ViewConnection(const ConnectionRecord& record,
+                                         const ReadPolicy& policy);
+authtrail::v1::Connection ViewConnection(ConnectionRecord&& record,
                                          const ReadPolicy& policy);
 
 // The diagnosis of a session at `policy.now`. `refresh_failed_later` is
