@@ -55,7 +55,8 @@ class SnapshotReader {
 // windows of time forward, newest window first, and hands out each
 // window's entries from the end. A window starts a second wide and grows
 // eightfold while it holds fewer entries than the scan expects to need;
-// one denser than kMaxWindowEntries falls back to stepping back.
+// one denser than kMaxWindowEntries falls back to stepping back, and so
+// do scans that expect only a few entries.
 class IndexScan {
  public:
   IndexScan(const SnapshotReader& reader, rocksdb::ColumnFamilyHandle* cf,
@@ -76,7 +77,8 @@ class IndexScan {
       return;
     }
     it_->SeekToLast();
-    if (!it_->Valid() || upper_.empty()) return;  // nothing, or step back
+    // Nothing to read, or too few entries expected to be worth a window.
+    if (!it_->Valid() || upper_.empty() || expected_ < kMinWindowed) return;
     std::string_view newest = it_->key().ToStringView();
     if (newest.size() < kTimeAndPosition) return;
     prefix_ = std::string(newest.substr(0, newest.size() - kTimeAndPosition));
@@ -112,6 +114,7 @@ class IndexScan {
  private:
   static constexpr size_t kTimeAndPosition = 20;
   static constexpr size_t kMaxWindowEntries = 1024;
+  static constexpr size_t kMinWindowed = 8;
 
   // Reads windows, newest first, until one holds an entry or the lower
   // bound is reached.
@@ -485,6 +488,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
   std::optional<Cursor> last_scanned;
   Cursor last_returned;
   bool full = false;
+  std::optional<bool> more_known;  // whether a matching event follows
   while (scan.Valid() && !full && scanned < kMaxScannedEntries) {
     std::vector<uint64_t> positions;
     std::vector<Cursor> cursors;
@@ -521,6 +525,7 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
       size_t size = FramedSize(events[i].size());
       if (!page.events.empty() && bytes + size > query.max_bytes) {
         full = true;  // cut by bytes: this event starts the next page
+        if (answers) more_known = true;
         break;
       }
       bytes += size;
@@ -529,7 +534,9 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
       if (page.events.size() >= query.limit) {
         full = true;
         // Stop exactly after this event; what was read past it is re-read
-        // by the next page.
+        // by the next page. When every entry matches, the next entry of
+        // the scan says whether another page follows.
+        if (answers) more_known = i + 1 < events.size() || scan.Valid();
         break;
       }
     }
@@ -548,7 +555,9 @@ absl::StatusOr<EventPage> EventStore::ListEvents(
                  query.oldest_first ? c.position + 1 : c.position);
     std::string probe_lower = query.oldest_first ? after_last : lower;
     std::string probe_upper = query.oldest_first ? upper : after_last;
-    if (probe_lower >= probe_upper) {
+    if (more_known.has_value()) {
+      if (!*more_known) page.next.reset();
+    } else if (probe_lower >= probe_upper) {
       page.next.reset();
     } else {
       absl::StatusOr<bool> more_match =
