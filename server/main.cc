@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <string>
@@ -282,10 +283,15 @@ int main(int argc, char** argv) {
   using authtrail::services::LogEvent;
   LogEvent(spdlog::level::info, "starting",
            {{"listen", options.listen}, {"data_dir", options.store.data_dir}});
+  std::error_code ec;
+  const bool new_folder = !std::filesystem::exists(options.store.data_dir, ec);
   auto server = authtrail::services::AuthTrailServer::Start(options);
   if (!server.ok()) {
     LogEvent(spdlog::level::critical, "start_failed",
              {{"error", server.status().ToString()}});
+    // A folder made by this failed start (the port was taken, say) holds
+    // no event: it would only be mistaken for a server's data later.
+    if (new_folder) std::filesystem::remove_all(options.store.data_dir, ec);
     return 1;
   }
   LogEvent(spdlog::level::info, "ready",

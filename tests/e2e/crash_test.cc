@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <random>
@@ -231,6 +232,35 @@ int Rounds() {
   if (long_run == nullptr || std::string(long_run) != "1") return 3;
   const char* rounds = std::getenv("AUTHTRAIL_CRASH_ROUNDS");
   return rounds != nullptr ? std::atoi(rounds) : 200;
+}
+
+// A start that fails (here: the port is taken by another server) exits
+// with 1 and leaves no data folder of its own behind; the running server's
+// folder is untouched.
+TEST(CrashTest, FailedStartLeavesNoNewDataFolder) {
+  TempDir temp;
+  Daemon running(temp.path() + "/data", FreePort());
+  ASSERT_NO_FATAL_FAILURE(running.Start());
+  const std::string fresh = temp.path() + "/fresh";
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string listen = absl::StrCat("--listen=", running.address());
+    std::string data = absl::StrCat("--data_dir=", fresh);
+    execl(AUTHTRAILD_PATH, AUTHTRAILD_PATH, listen.c_str(), data.c_str(),
+          "--plaintext", "--log_level=off", "--metrics_listen=off",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  EXPECT_TRUE(std::filesystem::exists(temp.path() + "/data/CURRENT"));
+  v1::Stats stats;
+  grpc::ClientContext context;
+  EXPECT_TRUE(running.admin().GetStats(&context, {}, &stats).ok());
 }
 
 TEST(CrashTest, SigkillLosesNoAcknowledgedEvent) {
