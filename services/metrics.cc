@@ -1,6 +1,7 @@
 #include "services/metrics.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -23,9 +24,16 @@ std::vector<double> PowersOfTwo(int count) {
   return out;
 }
 
+// The shortest decimal text that reads back as exactly `value`, so that a
+// bucket bound of 0.00005 prints as "5e-05", not as its binary neighbour.
 std::string Number(double value) {
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  return absl::StrFormat("%.17g", value);
+  std::string text;
+  for (int digits = 1; digits <= 17; ++digits) {
+    text = absl::StrFormat("%.*g", digits, value);
+    if (std::strtod(text.c_str(), nullptr) == value) break;
+  }
+  return text;
 }
 
 void Header(const std::string& name, const std::string& type,

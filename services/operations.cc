@@ -51,6 +51,7 @@ absl::StatusOr<Operation> Operations::Start(authtrail::v1::OperationKind kind,
   *op.mutable_started_at() = storage::ToProtoTime(absl::Now());
   operations_[op.id()] = op;
   last_id_ = op.id();
+  last_of_kind_[kind] = op.id();
   running_ = true;
   LogEvent(spdlog::level::info, KindName(kind) + "_started",
            {{"operation", op.id()}, {"head_position", op.total()}});
@@ -183,6 +184,14 @@ std::optional<Operation> Operations::Last() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (last_id_.empty()) return std::nullopt;
   return operations_.at(last_id_);
+}
+
+std::optional<Operation> Operations::LastOf(
+    authtrail::v1::OperationKind kind) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = last_of_kind_.find(kind);
+  if (it == last_of_kind_.end()) return std::nullopt;
+  return operations_.at(it->second);
 }
 
 }  // namespace authtrail::services

@@ -35,6 +35,9 @@ class Operations {
   absl::StatusOr<authtrail::v1::Operation> Get(const std::string& id) const;
   // The running or most recent operation.
   std::optional<authtrail::v1::Operation> Last() const;
+  // The running or most recent operation of `kind`.
+  std::optional<authtrail::v1::Operation> LastOf(
+      authtrail::v1::OperationKind kind) const;
 
  private:
   // Body of an operation: fills the result into `op` (under no lock: the
@@ -50,6 +53,7 @@ class Operations {
   mutable std::mutex mu_;
   std::map<std::string, authtrail::v1::Operation> operations_;  // guarded
   std::string last_id_;                                         // guarded
+  std::map<authtrail::v1::OperationKind, std::string> last_of_kind_;  // guarded
   bool running_ = false;                                        // guarded
   int next_id_ = 1;                                             // guarded
   std::thread thread_;

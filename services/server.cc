@@ -339,11 +339,9 @@ void AuthTrailServer::AddGauges() {
   }
   Operations* operations = operations_.get();
   auto progress = [operations](bool done) {
-    std::optional<authtrail::v1::Operation> op = operations->Last();
-    if (!op.has_value() ||
-        op->kind() != authtrail::v1::OPERATION_KIND_REBUILD) {
-      return 0.0;
-    }
+    std::optional<authtrail::v1::Operation> op =
+        operations->LastOf(authtrail::v1::OPERATION_KIND_REBUILD);
+    if (!op.has_value()) return 0.0;
     return static_cast<double>(done ? op->done() : op->total());
   };
   m.AddGauge("authtrail_rebuild_events{stage=\"done\"}",
@@ -362,6 +360,12 @@ void AuthTrailServer::Shutdown() {
                     absl::ToChronoMilliseconds(options_.shutdown_grace);
     server_->Shutdown(deadline);
     server_->Wait();
+  }
+  // The gauges read the store and the operations: no scrape may run once
+  // they are gone. civetweb's stop waits for its threads (most of a second).
+  if (metrics_server_ != nullptr) {
+    metrics_server_.reset();
+    LogEvent(spdlog::level::info, "metrics_stopped");
   }
   if (store_ != nullptr) store_->CancelMaintenance();
   operations_.reset();  // waits for a cancelled operation to stop

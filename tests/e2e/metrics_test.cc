@@ -1,5 +1,7 @@
 // The Prometheus endpoint of a real server: what appends and queries do
 // shows up in the exposition.
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -81,6 +83,59 @@ TEST(MetricsTest, AppendsRefusalsAndQueriesAreCounted) {
   EXPECT_EQ(body.find("s-1"), std::string::npos);
   EXPECT_TRUE(HttpGet(metrics_port, "/nothing-here").find("authtrail_") ==
               std::string::npos);
+}
+
+// Bucket bounds print as the decimals they were written as, and the
+// rebuild gauge keeps the last rebuild's progress after other operations.
+TEST(MetricsTest, BoundsAreShortAndRebuildProgressOutlivesABackup) {
+  TempDir temp;
+  int metrics_port = FreePort();
+  services::ServerOptions options;
+  options.plaintext = true;
+  options.listen = "127.0.0.1:0";
+  options.metrics_listen = absl::StrCat("127.0.0.1:", metrics_port);
+  options.store.data_dir = temp.path() + "/data";
+  auto server = services::AuthTrailServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                          grpc::InsecureChannelCredentials());
+  auto ingest = v1::AuthEventIngest::NewStub(channel);
+  auto admin = v1::AuthTrailAdmin::NewStub(channel);
+  auto events =
+      SuccessfulAttempt("m", "p-1", "c-1", "s-1", absl::Now() - absl::Hours(1));
+  v1::AppendEventsResponse response;
+  ASSERT_TRUE(
+      ingest->AppendEvents(Context().get(), Batch(events), &response).ok());
+
+  auto wait = [&](v1::Operation op) {
+    for (int i = 0; i < 600 && op.state() == v1::OPERATION_STATE_RUNNING;
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      v1::GetOperationRequest get;
+      get.set_id(op.id());
+      EXPECT_TRUE(admin->GetOperation(Context().get(), get, &op).ok());
+    }
+    return op;
+  };
+  v1::Operation op;
+  ASSERT_TRUE(admin->StartRebuild(Context().get(), {}, &op).ok());
+  ASSERT_EQ(wait(op).state(), v1::OPERATION_STATE_SUCCEEDED);
+  v1::StartBackupRequest backup;
+  backup.set_dir(temp.path() + "/backup");
+  ASSERT_TRUE(admin->StartBackup(Context().get(), backup, &op).ok());
+  ASSERT_EQ(wait(op).state(), v1::OPERATION_STATE_SUCCEEDED);
+
+  std::string body = HttpGet(metrics_port, "/metrics");
+  EXPECT_EQ(Sample(body, "authtrail_rebuild_events{stage=\"done\"}"), 7);
+  EXPECT_EQ(Sample(body, "authtrail_rebuild_events{stage=\"total\"}"), 7);
+  EXPECT_NE(body.find("le=\"5e-05\""), std::string::npos);
+  EXPECT_NE(body.find("le=\"0.00025\""), std::string::npos);
+  for (size_t at = body.find("le=\""); at != std::string::npos;
+       at = body.find("le=\"", at + 1)) {
+    size_t end = body.find('"', at + 4);
+    EXPECT_LE(end - (at + 4), 7u) << body.substr(at, end - at + 1);
+  }
 }
 
 TEST(MetricsTest, APortInUseIsAnErrorAtStart) {
