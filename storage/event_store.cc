@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "authtrail/records/v1/records.pb.h"
 #include "rocksdb/filter_policy.h"
@@ -270,6 +271,15 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, options.data_dir,
                                         descriptors, &handles, &raw);
+  if (s.IsIOError() && absl::StrContains(s.ToString(), "/LOCK")) {
+    // RocksDB holds an exclusive lock on the folder's LOCK file while it is
+    // open, whether by another process or by this one.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data folder ", options.data_dir,
+        " is in use by another process (another authtraild, or a backup or "
+        "rebuild opened on it); stop it or pick another --data_dir (",
+        s.ToString(), ")"));
+  }
   if (!s.ok()) return FromRocks(s);
   std::unique_ptr<rocksdb::DB> db(raw);
   auto fail = [&](absl::Status status) {

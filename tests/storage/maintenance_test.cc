@@ -379,6 +379,19 @@ TEST_F(MaintenanceTest, RefusesANewerOnDiskFormat) {
   EXPECT_NE(store.status().message().find("newer"), std::string::npos);
 }
 
+TEST_F(MaintenanceTest, AFolderInUseIsNamedAsSuch) {
+  auto first = OpenStore();
+  StoreOptions options;
+  options.data_dir = dir_;
+  auto second = EventStore::Open(options);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("in use by another process"),
+            std::string::npos)
+      << second.status();
+  EXPECT_NE(second.status().message().find(dir_), std::string::npos);
+}
+
 TEST_F(MaintenanceTest, ReadRangePagesThroughTheLog) {
   auto store = OpenStore();
   Fill(*store, 3);
