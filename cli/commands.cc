@@ -279,17 +279,31 @@ absl::StatusOr<AppendCounts> Append(Client& client,
 namespace {
 
 // Adds the enum prefix to a string value that lacks it and upper-cases it,
-// so that "consent" and "CONSENT" read as STEP_CONSENT. Numbers and
-// unknown names are left for the protobuf parser to judge.
-void PrefixEnumValue(Json& object, const char* key,
-                     const google::protobuf::EnumDescriptor& descriptor) {
-  if (!object.is_object()) return;
+// so that "consent" and "CONSENT" read as STEP_CONSENT. A name that is not
+// a value is refused with the list of values; numbers are left for the
+// protobuf parser to judge.
+absl::Status PrefixEnumValue(Json& object, const char* key,
+                             const google::protobuf::EnumDescriptor& descriptor) {
+  if (!object.is_object()) return absl::OkStatus();
   const auto it = object.find(key);
-  if (it == object.end() || !it->is_string()) return;
-  std::string value = absl::AsciiStrToUpper(it->get<std::string>());
+  if (it == object.end() || !it->is_string()) return absl::OkStatus();
+  const std::string given = it->get<std::string>();
+  std::string value = absl::AsciiStrToUpper(given);
   const std::string prefix = EnumPrefix(descriptor);
   if (!absl::StartsWith(value, prefix)) value = prefix + value;
+  if (descriptor.FindValueByName(value) == nullptr) {
+    std::vector<std::string> names;
+    for (int i = 0; i < descriptor.value_count(); ++i) {
+      const std::string& name = descriptor.value(i)->name();
+      if (absl::EndsWith(name, "_UNSPECIFIED")) continue;
+      names.push_back(name.substr(prefix.size()));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(key, ": \"", given, "\" is not one of ",
+                     absl::StrJoin(names, ", ")));
+  }
   *it = value;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -301,10 +315,14 @@ absl::StatusOr<v1::AuthEvent> ParseEventLine(absl::string_view line) {
     if (!json.is_object()) {
       return absl::InvalidArgumentError("not a JSON object");
     }
-    PrefixEnumValue(json, "step", *v1::Step_descriptor());
-    PrefixEnumValue(json, "outcome", *v1::Outcome_descriptor());
-    if (json.contains("source")) {
-      PrefixEnumValue(json["source"], "kind", *v1::SourceKind_descriptor());
+    for (absl::Status st :
+         {PrefixEnumValue(json, "step", *v1::Step_descriptor()),
+          PrefixEnumValue(json, "outcome", *v1::Outcome_descriptor()),
+          json.contains("source")
+              ? PrefixEnumValue(json["source"], "kind",
+                                *v1::SourceKind_descriptor())
+              : absl::OkStatus()}) {
+      if (!st.ok()) return st;
     }
     normalised = json.dump();
   } catch (const Json::exception& e) {
@@ -398,6 +416,7 @@ std::string BatchSender::DescribeRefusal(absl::string_view message) const {
       index >= lines_.size()) {
     return where;
   }
+  if (lines_.size() == 1) return absl::StrCat(where, ": the server refused it");
   return absl::StrCat(where, ", the server refused line ", lines_[index]);
 }
 

@@ -281,9 +281,15 @@ int ReportParseError(const CLI::App& app, const CLI::ParseError& error) {
   if (error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
     return app.exit(error);
   }
-  std::cerr << "authtrail: usage error: "
-            << absl::StrReplaceAll(error.what(), {{"\n", " "}})
-            << " (run with --help)\n";
+  // Name the command the error is about, so that "x is required" says
+  // which command wants x.
+  std::string command = "authtrail";
+  for (const CLI::App* sub : app.get_subcommands()) {
+    absl::StrAppend(&command, " ", sub->get_name());
+  }
+  std::cerr << command << ": usage error: "
+            << absl::StrReplaceAll(error.what(), {{"\n", " "}}) << " (run `"
+            << command << " --help`)\n";
   return kExitUsage;
 }
 

@@ -481,6 +481,22 @@ TEST_F(CliTest, EmitBadLineExitsThreeAndNamesTheLine) {
       << missing.err;
 }
 
+// A step, outcome or source kind that is not a value is refused before
+// sending, with the values it could have been.
+TEST_F(CliTest, EmitUnknownStepListsTheSteps) {
+  const std::string file = Path("step.jsonl");
+  WriteFile(file, R"({"event_id":"ev-s","patient_id":"pat-1","step":"LOGIN",)"
+                  R"("outcome":"STARTED","occurred_at":"2026-11-01T10:00:00Z"})"
+                  "\n");
+  CliResult result = Cli({"emit", file});
+  EXPECT_EQ(result.exit_code, 3) << result.Describe();
+  EXPECT_TRUE(absl::StrContains(result.err, "step: \"LOGIN\" is not one of"))
+      << result.err;
+  EXPECT_TRUE(absl::StrContains(result.err, "SIGN_IN")) << result.err;
+  EXPECT_FALSE(absl::StrContains(result.err, "STEP_LOGIN")) << result.err;
+  EXPECT_EQ(GetStats(server_).head_position(), 0u);
+}
+
 // An event the server refuses is bad input data (exit 3, as the README's
 // exit codes say); a server that cannot be reached is exit 1.
 TEST_F(CliTest, EmitRefusedEventIsBadInputAndNamesTheField) {
@@ -509,7 +525,9 @@ TEST_F(CliTest, EmitRefusedEventIsBadInputAndNamesTheField) {
   // One event a batch: line 1 is written before line 2 is refused.
   CliResult batched = Cli({"emit", file, "--batch", "1"});
   EXPECT_EQ(batched.exit_code, 3) << batched.Describe();
-  EXPECT_TRUE(absl::StrContains(batched.err, "line 2 not sent")) << batched.err;
+  EXPECT_TRUE(absl::StrContains(batched.err,
+                                "line 2 not sent: the server refused it"))
+      << batched.err;
   EXPECT_TRUE(absl::StrContains(batched.err, "1 events sent before"))
       << batched.err;
   EXPECT_TRUE(absl::StrContains(batched.err, "error_code")) << batched.err;
@@ -633,6 +651,10 @@ TEST_F(CliTest, ErrorsAndUsageExitCodes) {
         << absl::StrJoin(args, " ") << "\n"
         << result.err;
   }
+
+  CliResult named = Cli({"diagnose"});
+  EXPECT_TRUE(absl::StrContains(named.err, "authtrail diagnose: usage error"))
+      << named.err;
 
   // --help is not an error.
   CliResult help = Cli({"emit", "--help"});
