@@ -90,23 +90,15 @@ TEST(MetricsTest, AppendsRefusalsAndQueriesAreCounted) {
 TEST(MetricsTest, BoundsAreShortAndRebuildProgressOutlivesABackup) {
   TempDir temp;
   int metrics_port = FreePort();
-  services::ServerOptions options;
-  options.plaintext = true;
-  options.listen = "127.0.0.1:0";
+  TestServerOptions options;
   options.metrics_listen = absl::StrCat("127.0.0.1:", metrics_port);
-  options.store.data_dir = temp.path() + "/data";
-  auto server = services::AuthTrailServer::Start(options);
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto channel =
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                          grpc::InsecureChannelCredentials());
-  auto ingest = v1::AuthEventIngest::NewStub(channel);
-  auto admin = v1::AuthTrailAdmin::NewStub(channel);
+  TestServer server(options);
   auto events =
       SuccessfulAttempt("m", "p-1", "c-1", "s-1", absl::Now() - absl::Hours(1));
   v1::AppendEventsResponse response;
-  ASSERT_TRUE(
-      ingest->AppendEvents(Context().get(), Batch(events), &response).ok());
+  ASSERT_TRUE(server.ingest()
+                  .AppendEvents(Context().get(), Batch(events), &response)
+                  .ok());
 
   auto wait = [&](v1::Operation op) {
     for (int i = 0; i < 600 && op.state() == v1::OPERATION_STATE_RUNNING;
@@ -114,16 +106,16 @@ TEST(MetricsTest, BoundsAreShortAndRebuildProgressOutlivesABackup) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       v1::GetOperationRequest get;
       get.set_id(op.id());
-      EXPECT_TRUE(admin->GetOperation(Context().get(), get, &op).ok());
+      EXPECT_TRUE(server.admin().GetOperation(Context().get(), get, &op).ok());
     }
     return op;
   };
   v1::Operation op;
-  ASSERT_TRUE(admin->StartRebuild(Context().get(), {}, &op).ok());
+  ASSERT_TRUE(server.admin().StartRebuild(Context().get(), {}, &op).ok());
   ASSERT_EQ(wait(op).state(), v1::OPERATION_STATE_SUCCEEDED);
   v1::StartBackupRequest backup;
   backup.set_dir(temp.path() + "/backup");
-  ASSERT_TRUE(admin->StartBackup(Context().get(), backup, &op).ok());
+  ASSERT_TRUE(server.admin().StartBackup(Context().get(), backup, &op).ok());
   ASSERT_EQ(wait(op).state(), v1::OPERATION_STATE_SUCCEEDED);
 
   std::string body = HttpGet(metrics_port, "/metrics");
