@@ -37,15 +37,7 @@ class AdminTest : public ::testing::Test {
   }
 
   // Polls an operation until it leaves RUNNING.
-  Operation Wait(Operation op) {
-    for (int i = 0; i < 600 && op.state() == v1::OPERATION_STATE_RUNNING; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      v1::GetOperationRequest get;
-      get.set_id(op.id());
-      EXPECT_TRUE(server_.admin().GetOperation(Context().get(), get, &op).ok());
-    }
-    return op;
-  }
+  Operation Wait(Operation op) { return AwaitOperation(server_.admin(), op); }
 
   v1::Stats Stats() {
     v1::Stats stats;

@@ -1,7 +1,5 @@
 // The Prometheus endpoint of a real server: what appends and queries do
 // shows up in the exposition.
-#include <thread>
-
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -100,23 +98,15 @@ TEST(MetricsTest, BoundsAreShortAndRebuildProgressOutlivesABackup) {
                   .AppendEvents(Context().get(), Batch(events), &response)
                   .ok());
 
-  auto wait = [&](v1::Operation op) {
-    for (int i = 0; i < 600 && op.state() == v1::OPERATION_STATE_RUNNING;
-         ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      v1::GetOperationRequest get;
-      get.set_id(op.id());
-      EXPECT_TRUE(server.admin().GetOperation(Context().get(), get, &op).ok());
-    }
-    return op;
-  };
   v1::Operation op;
   ASSERT_TRUE(server.admin().StartRebuild(Context().get(), {}, &op).ok());
-  ASSERT_EQ(wait(op).state(), v1::OPERATION_STATE_SUCCEEDED);
+  ASSERT_EQ(AwaitOperation(server.admin(), op).state(),
+            v1::OPERATION_STATE_SUCCEEDED);
   v1::StartBackupRequest backup;
   backup.set_dir(temp.path() + "/backup");
   ASSERT_TRUE(server.admin().StartBackup(Context().get(), backup, &op).ok());
-  ASSERT_EQ(wait(op).state(), v1::OPERATION_STATE_SUCCEEDED);
+  ASSERT_EQ(AwaitOperation(server.admin(), op).state(),
+            v1::OPERATION_STATE_SUCCEEDED);
 
   std::string body = HttpGet(metrics_port, "/metrics");
   EXPECT_EQ(Sample(body, "authtrail_rebuild_events{stage=\"done\"}"), 7);

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -151,6 +152,18 @@ std::unique_ptr<grpc::ClientContext> Context() {
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::seconds(10));
   return context;
+}
+
+authtrail::v1::Operation AwaitOperation(
+    authtrail::v1::AuthTrailAdmin::Stub& admin, authtrail::v1::Operation op) {
+  for (int i = 0;
+       i < 600 && op.state() == authtrail::v1::OPERATION_STATE_RUNNING; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    authtrail::v1::GetOperationRequest get;
+    get.set_id(op.id());
+    EXPECT_TRUE(admin.GetOperation(Context().get(), get, &op).ok());
+  }
+  return op;
 }
 
 }  // namespace authtrail::testing

@@ -83,6 +83,11 @@ std::string HttpGet(int port, const std::string& path);
 // A client context with a 10 s deadline.
 std::unique_ptr<grpc::ClientContext> Context();
 
+// Polls `op` every 20 ms, up to 600 times, until it leaves RUNNING; returns
+// its last state.
+authtrail::v1::Operation AwaitOperation(
+    authtrail::v1::AuthTrailAdmin::Stub& admin, authtrail::v1::Operation op);
+
 }  // namespace authtrail::testing
 
 #endif  // AUTHTRAIL_TESTS_TESTING_TEST_SERVER_H_
