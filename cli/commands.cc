@@ -282,8 +282,9 @@ namespace {
 // so that "consent" and "CONSENT" read as STEP_CONSENT. A name that is not
 // a value is refused with the list of values; numbers are left for the
 // protobuf parser to judge.
-absl::Status PrefixEnumValue(Json& object, const char* key,
-                             const google::protobuf::EnumDescriptor& descriptor) {
+absl::Status PrefixEnumValue(
+    Json& object, const char* key,
+    const google::protobuf::EnumDescriptor& descriptor) {
   if (!object.is_object()) return absl::OkStatus();
   const auto it = object.find(key);
   if (it == object.end() || !it->is_string()) return absl::OkStatus();
@@ -298,9 +299,8 @@ absl::Status PrefixEnumValue(Json& object, const char* key,
       if (absl::EndsWith(name, "_UNSPECIFIED")) continue;
       names.push_back(name.substr(prefix.size()));
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat(key, ": \"", given, "\" is not one of ",
-                     absl::StrJoin(names, ", ")));
+    return absl::InvalidArgumentError(absl::StrCat(
+        key, ": \"", given, "\" is not one of ", absl::StrJoin(names, ", ")));
   }
   *it = value;
   return absl::OkStatus();
@@ -315,15 +315,15 @@ absl::StatusOr<v1::AuthEvent> ParseEventLine(absl::string_view line) {
     if (!json.is_object()) {
       return absl::InvalidArgumentError("not a JSON object");
     }
-    for (absl::Status st :
-         {PrefixEnumValue(json, "step", *v1::Step_descriptor()),
-          PrefixEnumValue(json, "outcome", *v1::Outcome_descriptor()),
-          json.contains("source")
-              ? PrefixEnumValue(json["source"], "kind",
-                                *v1::SourceKind_descriptor())
-              : absl::OkStatus()}) {
-      if (!st.ok()) return st;
+    absl::Status st = PrefixEnumValue(json, "step", *v1::Step_descriptor());
+    if (st.ok()) {
+      st = PrefixEnumValue(json, "outcome", *v1::Outcome_descriptor());
     }
+    if (st.ok() && json.contains("source")) {
+      st =
+          PrefixEnumValue(json["source"], "kind", *v1::SourceKind_descriptor());
+    }
+    if (!st.ok()) return st;
     normalised = json.dump();
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(e.what());

@@ -1,10 +1,9 @@
 #include "services/metrics.h"
 
+#include <charconv>
 #include <cmath>
-#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "civetweb.h"
 #include "services/log.h"
 
@@ -28,12 +27,9 @@ std::vector<double> PowersOfTwo(int count) {
 // bucket bound of 0.00005 prints as "5e-05", not as its binary neighbour.
 std::string Number(double value) {
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  std::string text;
-  for (int digits = 1; digits <= 17; ++digits) {
-    text = absl::StrFormat("%.*g", digits, value);
-    if (std::strtod(text.c_str(), nullptr) == value) break;
-  }
-  return text;
+  char text[32];
+  std::to_chars_result written = std::to_chars(text, text + sizeof text, value);
+  return std::string(text, written.ptr);
 }
 
 void Header(const std::string& name, const std::string& type,

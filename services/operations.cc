@@ -1,6 +1,5 @@
 #include "services/operations.h"
 
-
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"

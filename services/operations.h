@@ -51,11 +51,11 @@ class Operations {
 
   storage::EventStore* store_;
   mutable std::mutex mu_;
-  std::map<std::string, authtrail::v1::Operation> operations_;  // guarded
-  std::string last_id_;                                         // guarded
+  std::map<std::string, authtrail::v1::Operation> operations_;        // guarded
+  std::string last_id_;                                               // guarded
   std::map<authtrail::v1::OperationKind, std::string> last_of_kind_;  // guarded
-  bool running_ = false;                                        // guarded
-  int next_id_ = 1;                                             // guarded
+  bool running_ = false;                                              // guarded
+  int next_id_ = 1;                                                   // guarded
   std::thread thread_;
 };
 

@@ -525,8 +525,8 @@ TEST_F(CliTest, EmitRefusedEventIsBadInputAndNamesTheField) {
   // One event a batch: line 1 is written before line 2 is refused.
   CliResult batched = Cli({"emit", file, "--batch", "1"});
   EXPECT_EQ(batched.exit_code, 3) << batched.Describe();
-  EXPECT_TRUE(absl::StrContains(batched.err,
-                                "line 2 not sent: the server refused it"))
+  EXPECT_TRUE(
+      absl::StrContains(batched.err, "line 2 not sent: the server refused it"))
       << batched.err;
   EXPECT_TRUE(absl::StrContains(batched.err, "1 events sent before"))
       << batched.err;
