@@ -113,7 +113,14 @@ absl::StatusOr<absl::Duration> ParseDurationArg(absl::string_view text) {
 
 std::string FormatShortDuration(absl::Duration duration) {
   int64_t seconds = absl::ToInt64Seconds(duration);
-  if (seconds <= 0) return absl::FormatDuration(duration);
+  if (seconds <= 0) {
+    // Below a second: whole milliseconds ("421ms"), or whole microseconds
+    // below a millisecond, never the nanosecond digits of a measured time.
+    absl::Duration unit = duration >= absl::Milliseconds(1)
+                              ? absl::Milliseconds(1)
+                              : absl::Microseconds(1);
+    return absl::FormatDuration(absl::Trunc(duration + unit / 2, unit));
+  }
   std::string out;
   for (const char unit : {'d', 'h', 'm', 's'}) {
     const int64_t per = SecondsPerUnit(unit);

@@ -42,7 +42,8 @@ absl::StatusOr<absl::Time> ParseTimeArg(absl::string_view text, absl::Time now);
 // zero duration.
 absl::StatusOr<absl::Duration> ParseDurationArg(absl::string_view text);
 
-// Compact duration such as "1d", "1h30m", "90s".
+// Compact duration such as "1d", "1h30m", "90s"; below a second "421ms"
+// or "35us".
 std::string FormatShortDuration(absl::Duration duration);
 
 // ---- Enums ----------------------------------------------------------------
