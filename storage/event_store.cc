@@ -164,6 +164,18 @@ rocksdb::Status SortedBatch::MoveTo(rocksdb::WriteBatch* batch) {
   return rocksdb::Status::OK();
 }
 
+void SortedBatch::TakeFamily(
+    rocksdb::ColumnFamilyHandle* cf,
+    std::vector<std::pair<std::string, std::string>>* out) {
+  auto kept =
+      std::stable_partition(entries_.begin(), entries_.end(),
+                            [cf](const Entry& e) { return e.cf != cf; });
+  for (auto it = kept; it != entries_.end(); ++it) {
+    out->emplace_back(std::move(it->key), std::move(it->value));
+  }
+  entries_.erase(kept, entries_.end());
+}
+
 absl::Status DecodeLogValue(std::string_view value, uint64_t position,
                             RecordedEvent* event, std::string* hash) {
   if (value.size() < kChainHashBytes ||
@@ -227,6 +239,10 @@ bool IsDerivedName(const std::string& name) {
 
 }  // namespace
 
+std::string ReplayRunsDir(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "replay-runs").string();
+}
+
 std::string DerivedColumnName(std::string_view base, uint64_t generation) {
   if (generation == 0) return std::string(base);
   return absl::StrCat(std::string(base), ".g", generation);
@@ -282,6 +298,9 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(
   }
   if (!s.ok()) return FromRocks(s);
   std::unique_ptr<rocksdb::DB> db(raw);
+  // Table files of a replay that did not finish (the folder is ours now:
+  // RocksDB holds its lock).
+  std::filesystem::remove_all(ReplayRunsDir(options.data_dir), ec);
   auto fail = [&](absl::Status status) {
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
     return status;

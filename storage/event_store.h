@@ -49,6 +49,9 @@ struct StoreOptions {
   size_t max_group_events = 4096;
   // RocksDB block cache for reads.
   size_t block_cache_bytes = size_t{64} << 20;
+  // A rebuild or verify gathers index entries into table files of about
+  // this many bytes (before compression) and ingests them.
+  size_t replay_run_bytes = size_t{64} << 20;
   // Abandonment and pending bounds, applied when reading.
   absl::Duration stall_window = absl::Minutes(30);
   // Called on the commit thread after each group commit's synced write

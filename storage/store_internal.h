@@ -51,6 +51,10 @@ struct Columns {
   }
 };
 
+// Where a bulk replay writes the table files it ingests; removed when the
+// replay ends, and at open (left by a crash).
+std::string ReplayRunsDir(const std::string& data_dir);
+
 // The name of a derived family in `generation`: the bare base name for
 // generation 0, `base.gN` after N rebuilds.
 std::string DerivedColumnName(std::string_view base, uint64_t generation);
@@ -90,6 +94,10 @@ class SortedBatch {
     entries_.push_back({cf, std::move(key), std::move(value)});
   }
   bool empty() const { return entries_.empty(); }
+  // Moves the puts into `cf` out of the batch, appending them to `out` as
+  // (key, value) in the order they were made.
+  void TakeFamily(rocksdb::ColumnFamilyHandle* cf,
+                  std::vector<std::pair<std::string, std::string>>* out);
   // Moves the puts into `batch`, sorted; of two puts of one key the later
   // one comes last and so wins.
   rocksdb::Status MoveTo(rocksdb::WriteBatch* batch);
