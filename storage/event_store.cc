@@ -164,18 +164,6 @@ rocksdb::Status SortedBatch::MoveTo(rocksdb::WriteBatch* batch) {
   return rocksdb::Status::OK();
 }
 
-void SortedBatch::TakeFamily(
-    rocksdb::ColumnFamilyHandle* cf,
-    std::vector<std::pair<std::string, std::string>>* out) {
-  auto kept =
-      std::stable_partition(entries_.begin(), entries_.end(),
-                            [cf](const Entry& e) { return e.cf != cf; });
-  for (auto it = kept; it != entries_.end(); ++it) {
-    out->emplace_back(std::move(it->key), std::move(it->value));
-  }
-  entries_.erase(kept, entries_.end());
-}
-
 absl::Status DecodeLogValue(std::string_view value, uint64_t position,
                             RecordedEvent* event, std::string* hash) {
   if (value.size() < kChainHashBytes ||

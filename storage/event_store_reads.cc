@@ -121,8 +121,9 @@ class IndexScan {
   void FillWindows() {
     while (window_.empty() && window_end_ > lower_ && it_->status().ok()) {
       // Seconds far below any real time stop at the lower bound.
-      window_seconds_ =
-          window_seconds_ > kOldest + width_ ? window_seconds_ - width_ : kOldest;
+      window_seconds_ = window_seconds_ > kOldest + width_
+                            ? window_seconds_ - width_
+                            : kOldest;
       Timestamp from;
       from.set_seconds(window_seconds_);
       std::string start = prefix_;
@@ -163,9 +164,9 @@ class IndexScan {
   // Reverse scans read in windows (see above).
   bool windows_ = false;
   std::string prefix_;
-  std::string window_end_;       // exclusive end of the next window
-  int64_t window_seconds_ = 0;   // start of the window last read
-  int64_t width_ = 1;            // seconds
+  std::string window_end_;      // exclusive end of the next window
+  int64_t window_seconds_ = 0;  // start of the window last read
+  int64_t width_ = 1;           // seconds
   std::vector<std::pair<std::string, std::string>> window_;  // oldest first
 };
 

@@ -87,12 +87,20 @@ std::string IndexPrefix(IndexTag tag, std::string_view id) {
   return key;
 }
 
+void AppendIndexKey(std::string* out, IndexTag tag, std::string_view id,
+                    const google::protobuf::Timestamp& time,
+                    uint64_t position) {
+  out->push_back(static_cast<char>(tag));
+  if (tag != IndexTag::kAll) AppendId(out, id);
+  AppendTime(out, time);
+  AppendPosition(out, position);
+}
+
 std::string IndexKey(IndexTag tag, std::string_view id,
                      const google::protobuf::Timestamp& time,
                      uint64_t position) {
-  std::string key = IndexPrefix(tag, id);
-  AppendTime(&key, time);
-  AppendPosition(&key, position);
+  std::string key;
+  AppendIndexKey(&key, tag, id, time, position);
   return key;
 }
 

@@ -73,6 +73,9 @@ std::optional<uint64_t> DecodeLogKey(std::string_view key);
 
 // tag + id: the prefix shared by all entries of one id in one index.
 std::string IndexPrefix(IndexTag tag, std::string_view id);
+// Full index key, appended to `out`.
+void AppendIndexKey(std::string* out, IndexTag tag, std::string_view id,
+                    const google::protobuf::Timestamp& time, uint64_t position);
 // Full index key.
 std::string IndexKey(IndexTag tag, std::string_view id,
                      const google::protobuf::Timestamp& time,

@@ -103,10 +103,8 @@ class ChunkWriter {
 // and its keys are unique (each ends with a position), so runs may land in any
 // order and need not be visible before the replay ends. Each ingestion
 // briefly holds up the database's writes while it registers the file.
-class RunIngester {
+class RunIngester : public IndexSink {
  public:
-  using Entries = std::vector<std::pair<std::string, std::string>>;
-
   RunIngester(rocksdb::DB* db, rocksdb::Options options,
               rocksdb::ColumnFamilyHandle* family, std::filesystem::path dir,
               size_t run_bytes)
@@ -127,18 +125,22 @@ class RunIngester {
     std::filesystem::remove_all(dir_, ec);
   }
 
-  // Copies `entries` into the run being gathered and clears them; hands
-  // the run over once it is full. The first failure of an earlier run, if
-  // any.
-  absl::Status Add(Entries* entries) {
-    for (const auto& [key, value] : *entries) {
-      gathering_.slots.push_back({gathering_.bytes.size(),
-                                  static_cast<uint32_t>(key.size()),
-                                  static_cast<uint32_t>(value.size())});
-      gathering_.bytes.append(key);
-      gathering_.bytes.append(value);
+  // Copies the entry into the run being gathered.
+  void Add(std::string_view key, std::string_view value) override {
+    if (gathering_.bytes.capacity() == 0) {
+      // A chunk of events adds at most a few MiB past the bound.
+      gathering_.bytes.reserve(run_bytes_ + (4 << 20));
     }
-    entries->clear();
+    gathering_.slots.push_back({gathering_.bytes.size(),
+                                static_cast<uint32_t>(key.size()),
+                                static_cast<uint32_t>(value.size())});
+    gathering_.bytes.append(key);
+    gathering_.bytes.append(value);
+  }
+
+  // Hands the run over once it is full. The first failure of an earlier
+  // run, if any.
+  absl::Status HandOverIfFull() {
     if (gathering_.bytes.size() < run_bytes_) return Status();
     return HandOver();
   }
@@ -341,7 +343,6 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
   ChunkWriter chunks(db_.get(), write);
   // A bulk replay (no WAL) ingests its index entries as table files.
   std::optional<RunIngester> runs;
-  RunIngester::Entries index_entries;
   if (!durable) {
     runs.emplace(db_.get(), rocksdb::Options(db_->GetDBOptions(), cf_options_),
                  target.index, ReplayRunsDir(options_.data_dir),
@@ -360,7 +361,8 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
       state.Clear();
     }
     SortedBatch sorted;
-    ProjectionWriter writer(db_.get(), target, &sorted, &state);
+    ProjectionWriter writer(db_.get(), target, &sorted, &state,
+                            runs.has_value() ? &*runs : nullptr);
     size_t n = 0;
     for (; it->Valid() && n < kReplayChunk; it->Next(), ++n, ++expected) {
       std::optional<uint64_t> position = DecodeLogKey(it->key().ToStringView());
@@ -382,8 +384,7 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
     }
     if (absl::Status s = writer.Finish(); !s.ok()) return s;
     if (runs.has_value()) {
-      sorted.TakeFamily(target.index, &index_entries);
-      if (absl::Status s = runs->Add(&index_entries); !s.ok()) return s;
+      if (absl::Status s = runs->HandOverIfFull(); !s.ok()) return s;
     }
     if (absl::Status s = chunks.Submit(std::move(sorted)); !s.ok()) return s;
     // The chunk before this one is written.

@@ -145,12 +145,15 @@ absl::Status ProjectionWriter::WriteIndexes(const RecordedEvent& recorded,
                                             std::string_view record) {
   const AuthEvent& event = recorded.event();
   for (const IndexFor& index : IndexesOf(event)) {
-    std::string key = IndexKey(index.tag, index.id ? *index.id : "",
-                               event.occurred_at(), recorded.position());
-    std::string value;
-    if (IndexCarriesRecord(index.tag)) value.assign(record);
-    if (absl::Status s = Put(cf_.index, std::move(key), std::move(value));
-        !s.ok()) {
+    key_.clear();
+    AppendIndexKey(&key_, index.tag, index.id ? *index.id : "",
+                   event.occurred_at(), recorded.position());
+    std::string_view value =
+        IndexCarriesRecord(index.tag) ? record : std::string_view();
+    if (index_sink_ != nullptr) {
+      index_sink_->Add(key_, value);
+    } else if (absl::Status s = Put(cf_.index, key_, std::string(value));
+               !s.ok()) {
       return s;
     }
   }

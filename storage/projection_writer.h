@@ -6,6 +6,7 @@
 #define AUTHTRAIL_STORAGE_PROJECTION_WRITER_H_
 
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -51,14 +52,27 @@ class ProjectionState {
   std::unordered_map<std::string, Entry<uint64_t>> timeline_counters_;
 };
 
+// Takes the index entries of a replay in place of the write batch. The
+// key and value are only valid during the call.
+class IndexSink {
+ public:
+  virtual ~IndexSink() = default;
+  virtual void Add(std::string_view key, std::string_view value) = 0;
+};
+
 class ProjectionWriter {
  public:
   // Writes into `batch` for the derived families of `target`, reading
-  // projection state not in `state` from `db`. Nothing is owned; `state`
-  // must describe `target` as of the last batch written to it.
+  // projection state not in `state` from `db`; index entries go to
+  // `index_sink` instead when it is set. Nothing is owned; `state` must
+  // describe `target` as of the last batch written to it.
   ProjectionWriter(rocksdb::DB* db, const Columns& target, SortedBatch* batch,
-                   ProjectionState* state)
-      : db_(db), cf_(target), batch_(batch), state_(state) {}
+                   ProjectionState* state, IndexSink* index_sink = nullptr)
+      : db_(db),
+        cf_(target),
+        batch_(batch),
+        state_(state),
+        index_sink_(index_sink) {}
 
   // Adds what `recorded` derives; records and counters change in `state`
   // and are written by Finish. On error, discard the batch and clear the
@@ -96,6 +110,8 @@ class ProjectionWriter {
   const Columns& cf_;
   SortedBatch* batch_;
   ProjectionState* state_;
+  IndexSink* index_sink_;
+  std::string key_;  // reused for each index key
   // Entries changed since construction (node pointers stay valid while the
   // maps grow).
   template <typename Value>

@@ -94,10 +94,6 @@ class SortedBatch {
     entries_.push_back({cf, std::move(key), std::move(value)});
   }
   bool empty() const { return entries_.empty(); }
-  // Moves the puts into `cf` out of the batch, appending them to `out` as
-  // (key, value) in the order they were made.
-  void TakeFamily(rocksdb::ColumnFamilyHandle* cf,
-                  std::vector<std::pair<std::string, std::string>>* out);
   // Moves the puts into `batch`, sorted; of two puts of one key the later
   // one comes last and so wins.
   rocksdb::Status MoveTo(rocksdb::WriteBatch* batch);
