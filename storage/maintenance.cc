@@ -127,10 +127,6 @@ class RunIngester : public IndexSink {
 
   // Copies the entry into the run being gathered.
   void Add(std::string_view key, std::string_view value) override {
-    if (gathering_.bytes.capacity() == 0) {
-      // A chunk of events adds at most a few MiB past the bound.
-      gathering_.bytes.reserve(run_bytes_ + (4 << 20));
-    }
     gathering_.slots.push_back({gathering_.bytes.size(),
                                 static_cast<uint32_t>(key.size()),
                                 static_cast<uint32_t>(value.size())});
