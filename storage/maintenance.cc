@@ -137,7 +137,7 @@ class RunIngester : public IndexSink {
   // Hands the run over once it is full. The first failure of an earlier
   // run, if any.
   absl::Status HandOverIfFull() {
-    if (gathering_.bytes.size() < run_bytes_) return Status();
+    if (gathering_.bytes.size() < run_bytes_) return FirstFailure();
     return HandOver();
   }
 
@@ -168,13 +168,13 @@ class RunIngester : public IndexSink {
     }
   };
 
-  absl::Status Status() {
+  absl::Status FirstFailure() {
     std::lock_guard<std::mutex> lock(mu_);
     return status_;
   }
 
   absl::Status HandOver() {
-    if (gathering_.slots.empty()) return Status();
+    if (gathering_.slots.empty()) return FirstFailure();
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return !next_.has_value() && !busy_; });
     if (!status_.ok()) return status_;
