@@ -192,8 +192,7 @@ class SecurityTest : public ::testing::Test {
     }
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl),
-                                     args);
+    return grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args);
   }
 
   // One call of each service: the status codes of AppendEvents,
@@ -653,6 +652,24 @@ class Authtraild {
   pid_t pid_ = -1;
   bool ready_ = false;
 };
+
+// The binary runs on the allocator it was built with, and with the
+// options compiled into it (jemalloc's background purging), which an
+// environment without them would not give.
+TEST(AuthtraildTest, ReadyLineNamesTheAllocatorItRunsOn) {
+  TempDir temp;
+  Authtraild server(temp, {"--metrics_listen=off", "--plaintext"});
+  ASSERT_TRUE(server.ready()) << server.log();
+  EXPECT_EQ(server.Stop(), 0);
+  std::string log = server.log();
+#ifdef AUTHTRAIL_JEMALLOC
+  EXPECT_TRUE(absl::StrContains(log, "\"allocator\":\"jemalloc 5.") &&
+              absl::StrContains(log, ", background purging\""))
+      << log;
+#else
+  EXPECT_TRUE(absl::StrContains(log, "\"allocator\":\"glibc\"")) << log;
+#endif
+}
 
 TEST_F(SecurityTest, SighupReloadsThePolicyOfTheRealServer) {
   TempDir temp;
