@@ -1,14 +1,17 @@
 #include "services/server.h"
 
+#include <dlfcn.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +30,35 @@
 
 namespace authtrail::services {
 namespace {
+
+// Resident memory of this process, from /proc/self/statm (its second
+// field, in pages); 0 where that cannot be read.
+double ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return static_cast<double>(resident) * sysconf(_SC_PAGESIZE);
+}
+
+// jemalloc's control call, when the process runs on jemalloc (authtraild
+// is linked with it; tests and other builds may not be): looked up at run
+// time, so this library does not depend on it.
+using MallctlFn = int (*)(const char*, void*, size_t*, void*, size_t);
+MallctlFn FindMallctl() {
+  return reinterpret_cast<MallctlFn>(dlsym(RTLD_DEFAULT, "mallctl"));
+}
+
+// A byte count from jemalloc's statistics, refreshed first (they are
+// cached until the "epoch" is advanced).
+double AllocatorBytes(MallctlFn mallctl, const char* name) {
+  uint64_t epoch = 1;
+  size_t length = sizeof(epoch);
+  mallctl("epoch", &epoch, &length, &epoch, length);
+  size_t value = 0;
+  length = sizeof(value);
+  if (mallctl(name, &value, &length, nullptr, 0) != 0) return 0;
+  return static_cast<double>(value);
+}
 
 // The data folder holds patient data: owner-only. Created 0700 when
 // missing (with its parents, which keep the umask's mode); an existing one
@@ -329,6 +361,9 @@ void AuthTrailServer::AddGauges() {
        "Memory held by memtables.", true},
       {"authtrail_rocksdb_block_cache_usage_bytes", "rocksdb.block-cache-usage",
        "Memory held by the block cache.", false},
+      {"authtrail_rocksdb_table_readers_bytes",
+       "rocksdb.estimate-table-readers-mem",
+       "Memory held by open table files outside the block cache.", true},
   };
   for (const Property& p : kProperties) {
     std::string property = p.property;
@@ -336,6 +371,19 @@ void AuthTrailServer::AddGauges() {
     m.AddGauge(p.metric, p.help, [store, property, per_family] {
       return static_cast<double>(store->IntProperty(property, per_family));
     });
+  }
+  // What RSS is made of, beside the memtables and the block cache.
+  m.AddGauge("process_resident_memory_bytes",
+             "Resident memory of the server process.", ResidentBytes);
+  if (MallctlFn mallctl = FindMallctl(); mallctl != nullptr) {
+    m.AddGauge(
+        "authtrail_allocator_allocated_bytes",
+        "Bytes the server holds from the allocator (jemalloc).",
+        [mallctl] { return AllocatorBytes(mallctl, "stats.allocated"); });
+    m.AddGauge("authtrail_allocator_resident_bytes",
+               "Resident pages of the allocator: what the server holds, the "
+               "allocator's own metadata, and freed pages not yet returned.",
+               [mallctl] { return AllocatorBytes(mallctl, "stats.resident"); });
   }
   Operations* operations = operations_.get();
   auto progress = [operations](bool done) {

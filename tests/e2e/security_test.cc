@@ -654,20 +654,45 @@ class Authtraild {
 };
 
 // The binary runs on the allocator it was built with, and with the
-// options compiled into it (jemalloc's background purging), which an
-// environment without them would not give.
-TEST(AuthtraildTest, ReadyLineNamesTheAllocatorItRunsOn) {
+// options compiled into it (jemalloc's background purging, which an
+// environment without them would not give); the ready line names it and
+// the metrics break its memory down.
+TEST(AuthtraildTest, RunsOnItsAllocatorAndReportsIt) {
   TempDir temp;
-  Authtraild server(temp, {"--metrics_listen=off", "--plaintext"});
+  int metrics_port = FreePort();
+  Authtraild server(temp,
+                    {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port),
+                     "--plaintext"});
   ASSERT_TRUE(server.ready()) << server.log();
+  std::string metrics = HttpGet(metrics_port, "/metrics");
   EXPECT_EQ(server.Stop(), 0);
   std::string log = server.log();
+  // A gauge's value, or -1 when it is missing.
+  auto gauge = [&metrics](absl::string_view name) {
+    for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+      double value = 0;
+      if (absl::ConsumePrefix(&line, absl::StrCat(name, " ")) &&
+          absl::SimpleAtod(line, &value)) {
+        return value;
+      }
+    }
+    return -1.0;
+  };
+  double rss = gauge("process_resident_memory_bytes");
+  EXPECT_GT(rss, 4 << 20) << metrics;
+  EXPECT_GE(gauge("authtrail_rocksdb_table_readers_bytes"), 0) << metrics;
 #ifdef AUTHTRAIL_JEMALLOC
   EXPECT_TRUE(absl::StrContains(log, "\"allocator\":\"jemalloc 5.") &&
               absl::StrContains(log, ", background purging\""))
       << log;
+  double allocated = gauge("authtrail_allocator_allocated_bytes");
+  double resident = gauge("authtrail_allocator_resident_bytes");
+  EXPECT_GT(allocated, 0) << metrics;
+  EXPECT_GE(resident, allocated) << metrics;
+  EXPECT_LE(resident, rss) << metrics;
 #else
   EXPECT_TRUE(absl::StrContains(log, "\"allocator\":\"glibc\"")) << log;
+  EXPECT_EQ(gauge("authtrail_allocator_resident_bytes"), -1) << metrics;
 #endif
 }
 
