@@ -23,6 +23,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -402,6 +403,10 @@ struct Connection {
   uint16_t index = 0;
   uint8_t source = 0;
   Ending ending = Ending::kAbandoned;
+  // Whether one of its events was dated by a wrong clock or delivered
+  // late: the server then reads its story differently from how it went,
+  // so it is no sample to suggest.
+  bool bent = false;
 };
 
 // One authorization attempt while it is generated.
@@ -411,6 +416,7 @@ struct Attempt {
   int64_t t = 0;  // the time of its latest event
   bool unattributed = false;
   bool drop_session = false;
+  bool bent = false;  // as Connection::bent, for this attempt's events
 };
 
 class Generator {
@@ -454,7 +460,7 @@ class Generator {
   void Wait(Attempt& a, int64_t low, int64_t high);
   void Add(Attempt& a, v1::Step step, v1::Outcome outcome, uint64_t request,
            const Fault* fault = nullptr, bool exchange_attributes = false);
-  void Emit(SimEvent e);
+  bool Emit(SimEvent e);
   uint64_t NewRequest() { return ++requests_; }
 
   const World& world_;
@@ -580,6 +586,7 @@ Ending Generator::RunAttempt(Attempt& a, Plan plan) {
 }
 
 void Generator::NoteEnding(const Connection& c) {
+  if (c.bent) return;
   if (c.ending == Ending::kFailed && samples_.failed_patient.empty()) {
     samples_.failed_patient = PatientId(c.patient);
   }
@@ -617,7 +624,7 @@ bool Generator::Callback(Attempt& a) {
   const uint64_t request = NewRequest();
   if (InOutage(a.t, a.connection->source) && rng_.Chance(kOutageFailRate)) {
     Add(a, v1::STEP_OAUTH_CALLBACK, v1::OUTCOME_FAILED, request, &kOutage);
-    if (samples_.outage_session.empty()) {
+    if (samples_.outage_session.empty() && !a.bent) {
       samples_.outage_session = SessionId(world_.key, a.session);
     }
     return false;
@@ -660,7 +667,7 @@ Ending Generator::Decline(Attempt& a) {
   Wait(a, 300, 4 * kSecond);
   Add(a, v1::STEP_OAUTH_CALLBACK, v1::OUTCOME_DENIED, NewRequest(),
       &kCallbackDenied);
-  if (samples_.declined_session.empty()) {
+  if (samples_.declined_session.empty() && !a.bent) {
     samples_.declined_session = SessionId(world_.key, a.session);
   }
   return Ending::kDeclined;
@@ -705,8 +712,8 @@ Ending Generator::ExchangeError(Attempt& a) {
     Wait(a, 1 * kSecond, 5 * kSecond);
     Exchange(a, &kCodeUsed);
   }
-  if (samples_.exchange_session.empty() ||
-      (retried && !samples_.exchange_retried)) {
+  if (!a.bent && (samples_.exchange_session.empty() ||
+                  (retried && !samples_.exchange_retried))) {
     samples_.exchange_session = SessionId(world_.key, a.session);
     samples_.exchange_retried = retried;
   }
@@ -812,12 +819,16 @@ void Generator::Add(Attempt& a, v1::Step step, v1::Outcome outcome,
   e.fault = fault;
   e.unattributed = a.unattributed;
   e.exchange_attributes = exchange_attributes;
-  Emit(e);
+  if (Emit(e)) {
+    a.bent = true;
+    a.connection->bent = true;
+  }
 }
 
 // Applies what emitters do to an event on its way: clocks that run ahead,
-// late deliveries and retried deliveries.
-void Generator::Emit(SimEvent e) {
+// late deliveries and retried deliveries. True when the event's date or
+// delivery is not when it happened.
+bool Generator::Emit(SimEvent e) {
   e.serial = ++serials_;
   e.clock_ms = e.real_ms;
   e.deliver_ms = e.real_ms;
@@ -832,12 +843,15 @@ void Generator::Emit(SimEvent e) {
   }
   ++totals_.events;
   out_.push_back(e);
+  const bool bent = e.clock_ms != e.real_ms || e.deliver_ms != e.real_ms;
+  // A second delivery of the same event changes nothing on the server.
   if (rng_.Chance(kDuplicateRate)) {
     e.repeat = true;
     e.deliver_ms += rng_.Between(200, 20 * kSecond);
     ++totals_.repeats;
     out_.push_back(e);
   }
+  return bent;
 }
 
 // ---- Setting up -----------------------------------------------------------
@@ -1044,29 +1058,34 @@ Json ReportJson(const World& world, const Report& r) {
 }
 
 // Suggested next commands, one per sample that exists.
-std::vector<std::string> TryLines(const World& world, const Samples& s) {
+// `cli` starts each: the command with the options needed to reach the
+// same server.
+std::vector<std::string> TryLines(const World& world, const Samples& s,
+                                  const std::string& cli) {
   std::vector<std::string> lines;
-  const auto add = [&lines](const std::string& id, const std::string& command,
-                            const char* why) {
+  const auto add = [&lines, &cli](const std::string& id, const char* command,
+                                  const char* why) {
     if (id.empty()) return;
-    lines.push_back(absl::StrFormat("  %-48s # %s", command + id, why));
+    lines.push_back(
+        absl::StrFormat("  %-48s # %s", absl::StrCat(cli, command, id), why));
   };
-  add(s.failed_patient, "authtrail connections ", "has a FAILED connection");
-  add(s.declined_session, "authtrail diagnose ", "the patient declined");
-  add(s.exchange_session, "authtrail diagnose ",
+  add(s.failed_patient, "connections ", "has a FAILED connection");
+  add(s.declined_session, "diagnose ", "the patient declined");
+  add(s.exchange_session, "diagnose ",
       s.exchange_retried ? "code exchange failed, retry refused"
                          : "code exchange failed");
-  add(s.outage_session, "authtrail diagnose ", "hit the broken portal");
-  add(s.reconnect_connection, "authtrail connection ", "needs reconnect");
+  add(s.outage_session, "diagnose ", "hit the broken portal");
+  add(s.reconnect_connection, "connection ", "needs reconnect");
   lines.push_back(absl::StrFormat(
-      "  authtrail timeline --source %s --since %s --until %s",
+      "  %stimeline --source %s --since %s --until %s", cli,
       kSources[kBrokenSource].id,
       FormatRfc3339(absl::FromUnixMillis(world.outage_ms - 6 * kHour)),
       FormatRfc3339(absl::FromUnixMillis(world.outage_ms + 6 * kHour))));
   return lines;
 }
 
-void PrintReport(std::ostream& out, const World& world, const Report& r) {
+void PrintReport(std::ostream& out, const World& world, const Report& r,
+                 const std::string& cli) {
   const SourceInfo& broken = kSources[kBrokenSource];
   KeyValues lines = {
       {"patients", absl::StrCat(r.totals.patients)},
@@ -1097,7 +1116,7 @@ void PrintReport(std::ostream& out, const World& world, const Report& r) {
   }
   PrintKeyValues(out, lines);
   out << "\ntry:\n";
-  for (const std::string& line : TryLines(world, r.samples)) {
+  for (const std::string& line : TryLines(world, r.samples, cli)) {
     out << line << '\n';
   }
 }
@@ -1167,7 +1186,16 @@ absl::Status RunSimulate(const GlobalOptions& global,
   if (global.json) {
     out << ReportJson(*world, report).dump() << '\n';
   } else {
-    PrintReport(out, *world, report);
+    // The suggestions name the server unless it is the default one or
+    // comes from the environment, as a pasted command would then reach
+    // another.
+    const char* from_env = std::getenv("AUTHTRAIL_SERVER");
+    const bool implied = global.server == GlobalOptions().server ||
+                         (from_env != nullptr && global.server == from_env);
+    PrintReport(out, *world, report,
+                implied
+                    ? "authtrail "
+                    : absl::StrCat("authtrail --server ", global.server, " "));
   }
   return absl::OkStatus();
 }

@@ -770,6 +770,51 @@ TEST_F(CliTest, SimulateReportMatchesTheLogAndRepeatsAsDuplicates) {
   }
 }
 
+// The suggested commands, pasted as printed, reach the same server and show
+// what they promise: a FAILED connection, a declined attempt. Seeds whose
+// first failed connection has an event dated by a skewed clock or delivered
+// late (the server reads that one differently), each on a server of its
+// own (their patients share ids).
+TEST_F(CliTest, SimulateSuggestionsShowWhatTheySay) {
+  for (const char* seed : {"25", "26", "42", "46"}) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    TestServer server;
+    CliResult run = CliAt(server, {"simulate", "--patients", "50", "--seed",
+                                   seed, "--start", kSimStart});
+    ASSERT_EQ(run.exit_code, 0) << run.Describe();
+    std::map<std::string, std::vector<std::string>> suggested;
+    for (const std::string& line : Lines(run.out)) {
+      std::vector<std::string> words =
+          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (words.empty() || words[0] != "authtrail") continue;
+      // authtrail --server ADDRESS COMMAND ID # WHY
+      ASSERT_GE(words.size(), 5u) << line;
+      ASSERT_EQ(words[1], "--server") << line;
+      ASSERT_EQ(words[2], server.address()) << line;
+      const size_t why = line.find("# ");
+      if (why == std::string::npos) continue;
+      suggested[line.substr(why + 2)] = {words[3], words[4]};
+    }
+    ASSERT_TRUE(suggested.count("has a FAILED connection")) << run.out;
+    const std::vector<std::string>& failed =
+        suggested["has a FAILED connection"];
+    CliResult connections = CliAt(server, {failed[0], failed[1], "--json"});
+    ASSERT_EQ(connections.exit_code, 0) << connections.Describe();
+    EXPECT_TRUE(absl::StrContains(connections.out,
+                                  "\"state\":\"CONNECTION_STATE_FAILED\""))
+        << run.out << connections.out;
+    if (suggested.count("the patient declined")) {
+      const std::vector<std::string>& declined =
+          suggested["the patient declined"];
+      CliResult diagnosis = CliAt(server, {declined[0], declined[1], "--json"});
+      ASSERT_EQ(diagnosis.exit_code, 0) << diagnosis.Describe();
+      EXPECT_EQ(ParseJson(diagnosis.out)["approved_access"].value("answer", ""),
+                "ANSWER_NO")
+          << diagnosis.out;
+    }
+  }
+}
+
 TEST_F(CliTest, SimulateDryRunFeedsEmit) {
   // The dry run prints what a real run sends; emitting it sends the same
   // events, so a real run afterwards finds them all (but the clock-ahead
