@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -29,40 +30,50 @@ constexpr size_t kReplayCarriedEntries = 32'768;
 // events.
 constexpr uint64_t kCatchUpEvents = 5000;
 
-// Writes a replay's chunks on a thread of its own, one chunk at a time, so
-// that the memtable inserts of one chunk overlap the decoding and reducing
-// of the next. A chunk's reads of records it does not carry see every
-// chunk before the one in flight; the replay waits (Drain) before it drops
-// the records it carries, so they see that one too.
-class ChunkWriter {
+// A thread of its own that works on one item at a time while the caller
+// prepares the next. The first failure sticks: items given after it are
+// dropped and it is returned instead.
+template <typename Item>
+class Handoff {
  public:
-  ChunkWriter(rocksdb::DB* db, const rocksdb::WriteOptions& options)
-      : db_(db), options_(options), thread_([this] { Run(); }) {}
-  ~ChunkWriter() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
+  explicit Handoff(std::function<absl::Status(Item)> work)
+      : work_(std::move(work)), thread_([this] { Run(); }) {}
+  ~Handoff() { Stop(); }
 
-  // Waits for the chunk in flight, then hands `batch` over. The first
-  // failure of an earlier chunk, if any (this one is then not written).
-  absl::Status Submit(SortedBatch batch) {
+  // Waits for the item in hand, then takes `item`. The first failure of an
+  // earlier item, if any (`item` is then dropped).
+  absl::Status Give(Item item) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return !next_.has_value() && !busy_; });
     if (!status_.ok()) return status_;
-    next_.emplace(std::move(batch));
+    next_.emplace(std::move(item));
     cv_.notify_all();
     return absl::OkStatus();
   }
 
-  // Waits until every chunk handed over is written; the first failure.
+  // Waits until every item given is done; the first failure.
   absl::Status Drain() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return !next_.has_value() && !busy_; });
     return status_;
+  }
+
+  // The first failure so far, without waiting.
+  absl::Status FirstFailure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+  // Ends the thread once the item in hand is done (a waiting one is
+  // dropped). Idempotent.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      next_.reset();
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
   }
 
  private:
@@ -71,30 +82,44 @@ class ChunkWriter {
     while (true) {
       cv_.wait(lock, [this] { return stop_ || next_.has_value(); });
       if (!next_.has_value()) return;
-      SortedBatch sorted = std::move(*next_);
+      Item item = std::move(*next_);
       next_.reset();
       busy_ = true;
       lock.unlock();
-      rocksdb::WriteBatch batch;
-      rocksdb::Status s = sorted.MoveTo(&batch);
-      if (s.ok()) s = db_->Write(options_, &batch);
+      // The item is the work's to keep or free: nothing of it is held
+      // while the next one is taken.
+      absl::Status s = work_(std::move(item));
       lock.lock();
       busy_ = false;
-      if (!s.ok() && status_.ok()) status_ = FromRocks(s);
+      if (!s.ok() && status_.ok()) status_ = s;
       cv_.notify_all();
     }
   }
 
-  rocksdb::DB* db_;
-  rocksdb::WriteOptions options_;
+  const std::function<absl::Status(Item)> work_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::optional<SortedBatch> next_;
+  std::optional<Item> next_;
   bool busy_ = false;
   bool stop_ = false;
   absl::Status status_;
   std::thread thread_;  // last: starts once the rest is built
 };
+
+// Writes a replay's chunks on a thread of its own, one chunk at a time, so
+// that the memtable inserts of one chunk overlap the decoding and reducing
+// of the next. A chunk's reads of records it does not carry see every
+// chunk before the one in flight; the replay waits (Drain) before it drops
+// the records it carries, so they see that one too.
+Handoff<SortedBatch> ChunkWriter(rocksdb::DB* db,
+                                 rocksdb::WriteOptions options) {
+  return Handoff<SortedBatch>([db, options](SortedBatch sorted) {
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = sorted.MoveTo(&batch);
+    if (s.ok()) s = db->Write(options, &batch);
+    return FromRocks(s);
+  });
+}
 
 // Index entries of a bulk replay skip the memtable: they are gathered into
 // runs of about StoreOptions::replay_run_bytes, and each run is sorted, written
@@ -113,14 +138,9 @@ class RunIngester : public IndexSink {
         options_(std::move(options)),
         family_(family),
         dir_(std::move(dir)),
-        thread_([this] { Run(); }) {}
+        ingesting_([this](Pack run) { return Ingest(&run); }) {}
   ~RunIngester() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
+    ingesting_.Stop();  // before the folder goes
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
@@ -137,16 +157,16 @@ class RunIngester : public IndexSink {
   // Hands the run over once it is full. The first failure of an earlier
   // run, if any.
   absl::Status HandOverIfFull() {
-    if (gathering_.bytes.size() < run_bytes_) return FirstFailure();
+    if (gathering_.bytes.size() < run_bytes_) {
+      return ingesting_.FirstFailure();
+    }
     return HandOver();
   }
 
   // Hands over what remains and waits until every run is ingested.
   absl::Status Finish() {
     if (absl::Status s = HandOver(); !s.ok()) return s;
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !next_.has_value() && !busy_; });
-    return status_;
+    return ingesting_.Drain();
   }
 
  private:
@@ -168,38 +188,11 @@ class RunIngester : public IndexSink {
     }
   };
 
-  absl::Status FirstFailure() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return status_;
-  }
-
   absl::Status HandOver() {
-    if (gathering_.slots.empty()) return FirstFailure();
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !next_.has_value() && !busy_; });
-    if (!status_.ok()) return status_;
-    next_.emplace(std::move(gathering_));
+    if (gathering_.slots.empty()) return ingesting_.FirstFailure();
+    absl::Status s = ingesting_.Give(std::move(gathering_));
     gathering_ = Pack();
-    cv_.notify_all();
-    return absl::OkStatus();
-  }
-
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [this] { return stop_ || next_.has_value(); });
-      if (!next_.has_value()) return;
-      Pack run = std::move(*next_);
-      next_.reset();
-      busy_ = true;
-      lock.unlock();
-      absl::Status s = Ingest(&run);
-      run = Pack();  // freed before the next run is taken
-      lock.lock();
-      busy_ = false;
-      if (!s.ok() && status_.ok()) status_ = s;
-      cv_.notify_all();
-    }
+    return s;
   }
 
   absl::Status Ingest(Pack* run) {
@@ -236,15 +229,9 @@ class RunIngester : public IndexSink {
   const rocksdb::Options options_;
   rocksdb::ColumnFamilyHandle* family_;
   const std::filesystem::path dir_;
-  Pack gathering_;  // owned by the replay's thread
-  int runs_ = 0;    // owned by the ingesting thread
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::optional<Pack> next_;
-  bool busy_ = false;
-  bool stop_ = false;
-  absl::Status status_;
-  std::thread thread_;  // last: starts once the rest is built
+  Pack gathering_;           // owned by the replay's thread
+  int runs_ = 0;             // owned by the ingesting thread
+  Handoff<Pack> ingesting_;  // last: its thread starts once the rest is built
 };
 
 std::string Hex(std::string_view bytes) {
@@ -336,7 +323,7 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
   write.disableWAL = !durable;
   write.sync = durable && options_.sync;
   uint64_t expected = from;
-  ChunkWriter chunks(db_.get(), write);
+  Handoff<SortedBatch> chunks = ChunkWriter(db_.get(), write);
   // A bulk replay (no WAL) ingests its index entries as table files.
   std::optional<RunIngester> runs;
   if (!durable) {
@@ -382,7 +369,7 @@ absl::Status EventStore::Replay(const Columns& target, uint64_t from,
     if (runs.has_value()) {
       if (absl::Status s = runs->HandOverIfFull(); !s.ok()) return s;
     }
-    if (absl::Status s = chunks.Submit(std::move(sorted)); !s.ok()) return s;
+    if (absl::Status s = chunks.Give(std::move(sorted)); !s.ok()) return s;
     // The chunk before this one is written.
     if (progress && submitted >= from) progress(submitted, total);
     submitted = expected - 1;
