@@ -1063,11 +1063,13 @@ Json ReportJson(const World& world, const Report& r) {
 std::vector<std::string> TryLines(const World& world, const Samples& s,
                                   const std::string& cli) {
   std::vector<std::string> lines;
-  const auto add = [&lines, &cli](const std::string& id, const char* command,
-                                  const char* why) {
+  // The comments line up past the longest command (a session id).
+  const int width = static_cast<int>(cli.size()) + 38;
+  const auto add = [&](const std::string& id, const char* command,
+                       const char* why) {
     if (id.empty()) return;
-    lines.push_back(
-        absl::StrFormat("  %-48s # %s", absl::StrCat(cli, command, id), why));
+    lines.push_back(absl::StrFormat("  %-*s # %s", width,
+                                    absl::StrCat(cli, command, id), why));
   };
   add(s.failed_patient, "connections ", "has a FAILED connection");
   add(s.declined_session, "diagnose ", "the patient declined");
