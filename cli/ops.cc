@@ -22,7 +22,10 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr auto kPollInterval = std::chrono::milliseconds(250);
+// Polls start quick, for the many operations that end in a few
+// milliseconds, and slow down to this.
+constexpr auto kFirstPoll = std::chrono::milliseconds(5);
+constexpr auto kLongestPoll = std::chrono::milliseconds(250);
 
 // A progress line on standard error, redrawn in place; silent when standard
 // error is not a terminal.
@@ -65,9 +68,11 @@ class ProgressLine {
 absl::StatusOr<v1::Operation> Follow(Client& client, v1::Operation op,
                                      const std::string& what) {
   ProgressLine progress(what);
+  auto wait = std::chrono::milliseconds(kFirstPoll);
   while (op.state() == v1::OPERATION_STATE_RUNNING) {
     progress.Update(op.done(), op.total(), op.events_per_second());
-    std::this_thread::sleep_for(kPollInterval);
+    std::this_thread::sleep_for(wait);
+    wait = std::min<std::chrono::milliseconds>(wait * 2, kLongestPoll);
     grpc::ClientContext context;
     client.Prepare(&context);
     v1::GetOperationRequest request;
