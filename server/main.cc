@@ -10,11 +10,9 @@
 #include <iostream>
 #include <iterator>
 #include <string>
-#include <string_view>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/escaping.h"
-#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "services/auth.h"
@@ -22,8 +20,6 @@
 #include "services/server.h"
 
 #ifdef AUTHTRAIL_JEMALLOC
-#include <jemalloc/jemalloc.h>
-
 // jemalloc reads its options from this at its first allocation. A
 // background thread hands freed pages back to the system (a second after
 // they were freed, and at once rather than lazily), so RSS follows the
@@ -39,26 +35,6 @@ const char* malloc_conf =
 #endif
 
 namespace {
-
-// The allocator serving this process, for the "ready" line: profiles and
-// memory figures read differently under each.
-std::string AllocatorName() {
-#ifdef AUTHTRAIL_JEMALLOC
-  const char* version = nullptr;
-  size_t size = sizeof(version);
-  if (mallctl("version", &version, &size, nullptr, 0) != 0) {
-    return "jemalloc";
-  }
-  bool background = false;
-  size = sizeof(background);
-  mallctl("background_thread", &background, &size, nullptr, 0);
-  std::string_view v(version);
-  return absl::StrCat("jemalloc ", std::string(v.substr(0, v.find('-'))),
-                      background ? ", background purging" : "");
-#else
-  return "glibc";
-#endif
-}
 
 // Blocks SIGTERM, SIGINT (stop) and SIGHUP (reload the policy) in every
 // thread so that main can wait for them with sigwait. REQUIRES: called
@@ -339,7 +315,7 @@ int main(int argc, char** argv) {
            {{"listen", options.listen},
             {"port", (*server)->port()},
             {"head_position", (*server)->store()->HeadPosition()},
-            {"allocator", AllocatorName()}});
+            {"allocator", authtrail::services::AllocatorName()}});
 
   int signal_number = 0;
   while (sigwait(&handled_signals, &signal_number) == 0 &&

@@ -424,4 +424,18 @@ void AuthTrailServer::Shutdown() {
   }
 }
 
+std::string AllocatorName() {
+  MallctlFn mallctl = FindMallctl();
+  if (mallctl == nullptr) return "glibc";
+  const char* version = nullptr;
+  size_t size = sizeof(version);
+  if (mallctl("version", &version, &size, nullptr, 0) != 0) return "jemalloc";
+  bool background = false;
+  size = sizeof(background);
+  mallctl("background_thread", &background, &size, nullptr, 0);
+  std::string_view v(version);
+  return absl::StrCat("jemalloc ", std::string(v.substr(0, v.find('-'))),
+                      background ? ", background purging" : "");
+}
+
 }  // namespace authtrail::services

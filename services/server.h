@@ -99,6 +99,11 @@ class AuthTrailServer {
   bool stopped_ = false;
 };
 
+// The allocator serving this process ("jemalloc 5.3.0, background purging"
+// or "glibc"), found at run time: profiles and memory figures read
+// differently under each.
+std::string AllocatorName();
+
 }  // namespace authtrail::services
 
 #endif  // AUTHTRAIL_SERVICES_SERVER_H_
